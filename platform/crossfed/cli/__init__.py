@@ -1,0 +1,84 @@
+"""The `crossfed` command line.
+
+Each command group lives in its own module with a `register(app)` function; heavy libraries (torch,
+Ray, uproot) are imported inside the commands so that `crossfed --help` stays instant.
+User errors (`CrossfedError`) print one line and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from crossfed import __version__
+from crossfed.errors import CrossfedError
+
+app = typer.Typer(
+    name="crossfed",
+    help="Train one foundation model across particle-physics experiments by federated learning on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+# Command modules, in the order their commands appear in --help.
+COMMAND_MODULES = ["config", "data", "generate", "train", "federate", "demo", "sweep", "submit"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"crossfed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """crossfed: federated foundation models for HEP experiments."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"crossfed.cli.{_name}")
+    except ModuleNotFoundError as _err:  # a command group not built yet
+        if _err.name != f"crossfed.cli.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except CrossfedError as err:
+        if debug:
+            raise
+        _print_error(str(err))
+        sys.exit(err.exit_code)
+    except (typer.Exit, SystemExit) as done:
+        sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))
+    except (typer.Abort, KeyboardInterrupt):
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the last line of defence against raw tracebacks
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if debug:
+            raise
+        _print_error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)

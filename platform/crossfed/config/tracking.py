@@ -1,0 +1,11 @@
+"""Where runs are logged: an MLflow tracking URI (embedded SQLite store by default)."""
+
+from pydantic import Field
+
+from crossfed.config.base import Section
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; None: sqlite:///mlflow.db in the working directory")
+    experiment: str = "crossfed"
+    registered_model: str = "crossfed-foundation"
