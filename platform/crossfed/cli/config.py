@@ -21,7 +21,7 @@ def validate(
     from crossfed.config import load_config
 
     cfg = load_config(config)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"[green]ok[/]: {config} — {len(cfg.experiments)} experiment(s): {', '.join(cfg.experiments)}")
     if show:
         console.print(cfg.to_yaml(), markup=False, highlight=False)
