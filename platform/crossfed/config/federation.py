@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from crossfed.config.base import Section
 
@@ -47,3 +47,11 @@ class FederationConfig(Section):
     privacy: PrivacyConfig = PrivacyConfig()
     round_timeout_s: PositiveFloat = Field(1800.0, description="stragglers slower than this are dropped")
     max_round_retries: NonNegativeInt = 1
+
+    @model_validator(mode="after")
+    def _privacy_needs_a_mean(self):
+        if self.privacy.enabled and self.strategy.name in ("fedmedian", "trimmed_mean"):
+            raise ValueError(
+                f"privacy.enabled needs a mean-based strategy: {self.strategy.name} has no bounded sensitivity"
+            )
+        return self

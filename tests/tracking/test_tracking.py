@@ -1,0 +1,109 @@
+"""MLflow tracking against a real SQLite store in tmp_path, with real ROOT files as the datasets."""
+
+import mlflow
+import numpy as np
+import pytest
+import uproot
+import yaml
+
+from crossfed import tracking
+from crossfed.config import TrackingConfig, config_from_dict
+from crossfed.errors import CrossfedError
+
+
+def write_root(path, values):
+    with uproot.recreate(path) as file:
+        file["Events"] = {"MET_pt": np.asarray(values, dtype=np.float32)}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store and its artifacts land here
+    write_root(tmp_path / "cms_1.root", [10.0, 20.0])
+    write_root(tmp_path / "cms_2.root", [30.0])
+    write_root(tmp_path / "atlas.root", [5.0, 6.0, 7.0])
+    return tmp_path
+
+
+def run_config(workdir, **overrides):
+    raw = {
+        "name": "x" * 7000,  # longer than MLflow's 6000-character parameter limit
+        "experiments": {
+            "cms": {"schema": "cms_nanoaod", "pretrain": {"files": [str(workdir / "cms_*.root")]}},
+            "atlas": {"schema": "atlas_opendata", "pretrain": {"files": [str(workdir / "atlas.root")]}},
+        },
+        "federation": {"strategy": {"name": "fedadam"}, "shared": ["backbone"]},
+        **overrides,
+    }
+    return config_from_dict(raw)
+
+
+def test_tracking_uri_defaults_to_sqlite_in_the_working_directory(workdir):
+    assert tracking.tracking_uri(TrackingConfig()) == f"sqlite:///{workdir.resolve()}/mlflow.db"
+    assert tracking.tracking_uri(TrackingConfig(uri="http://mlflow:5000")) == "http://mlflow:5000"
+
+
+def test_run_records_config_versions_data_and_a_registered_model(workdir):
+    config = run_config(workdir)
+    with tracking.start_run(config, "pretrain-1", mode="federated") as parent:
+        mlflow.log_metric("loss", 0.5)
+        state = {"backbone.w": np.arange(6, dtype=np.float32).reshape(2, 3), "heads.b": np.ones(2, np.float32)}
+        assert tracking.log_state_dict(state, "model") == "model/state.npz"
+    with tracking.start_run(config, "child", mode="local", parent_run_id=parent.info.run_id,
+                            nested_tags={"crossfed.experiment": "cms"}) as child:
+        pass
+
+    assert (workdir / "mlflow.db").is_file()
+    run = tracking.find_run("pretrain-1")
+    assert run.info.run_id == parent.info.run_id
+    assert mlflow.get_experiment(run.info.experiment_id).name == "crossfed"
+    params, tags = run.data.params, run.data.tags
+    assert params["federation.strategy.name"] == "fedadam"
+    assert params["experiments.cms.schema"] == "cms_nanoaod"
+    assert params["federation.shared"] == '["backbone"]'
+    assert len(params["name"]) == 6000 and params["name"].endswith("...")
+    assert tags["crossfed.mode"] == "federated"
+    assert tags["crossfed.version.mlflow"] == mlflow.__version__
+    assert tags["crossfed.version.uproot"] == uproot.__version__
+    for package in ["crossfed", "python", "torch", "ray", "deepspeed"]:
+        assert tags[f"crossfed.version.{package}"]
+    assert len(tags["crossfed.data.cms.pretrain"]) == 16
+    assert tags["crossfed.data.cms.pretrain"] != tags["crossfed.data.atlas.pretrain"]
+
+    config_text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+    assert yaml.safe_load(config_text)["federation"]["strategy"]["name"] == "fedadam"
+
+    child_run = tracking.find_run(child.info.run_id)
+    assert child_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child_run.data.tags["crossfed.experiment"] == "cms"
+    assert child_run.data.tags["crossfed.mode"] == "local"
+
+    assert tracking.register_model(run.info.run_id, "model", "crossfed-foundation") == "1"
+    assert tracking.register_model(run.info.run_id, "model", "crossfed-foundation") == "2"
+    version = mlflow.MlflowClient().get_model_version("crossfed-foundation", "2")
+    assert version.run_id == run.info.run_id
+    folder = mlflow.artifacts.download_artifacts("models:/crossfed-foundation/2")
+    with np.load(f"{folder}/state.npz") as loaded:
+        np.testing.assert_array_equal(loaded["backbone.w"], state["backbone.w"])
+        np.testing.assert_array_equal(loaded["heads.b"], state["heads.b"])
+
+    with pytest.raises(CrossfedError, match="no artifacts"):
+        tracking.register_model(run.info.run_id, "nothing-here", "crossfed-foundation")
+    with pytest.raises(CrossfedError, match="no MLflow run"):
+        tracking.find_run("no-such-run")
+
+
+def test_fingerprint_follows_file_contents(workdir):
+    config = run_config(workdir)
+    before = tracking.dataset_fingerprints(config)
+    assert set(before) == {"crossfed.data.cms.pretrain", "crossfed.data.atlas.pretrain"}
+    assert tracking.dataset_fingerprints(config) == before  # deterministic
+
+    write_root(workdir / "cms_2.root", [31.0])  # one event changed in one file
+    after = tracking.dataset_fingerprints(config)
+    assert after["crossfed.data.cms.pretrain"] != before["crossfed.data.cms.pretrain"]
+    assert after["crossfed.data.atlas.pretrain"] == before["crossfed.data.atlas.pretrain"]
+
+    (workdir / "atlas.root").unlink()
+    with pytest.raises(CrossfedError, match="experiments.atlas.pretrain: no file matches"):
+        tracking.dataset_fingerprints(config)
