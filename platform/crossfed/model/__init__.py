@@ -1,0 +1,128 @@
+"""The foundation model: private per-experiment input adapters, a shared transformer backbone, shared
+pre-training heads (one per task) and an optional fine-tuning classifier.
+
+Parameter names start with the part they belong to — `adapters.<experiment>.`, `backbone.`,
+`heads.<task>.`, `classifier.` — and `parameter_group(name)` maps a name to its group; federation
+shares groups by these names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crossfed.config.model import ModelConfig
+from crossfed.errors import CrossfedError
+from crossfed.model.adapters import InputAdapter
+from crossfed.model.transformer import Backbone
+
+__all__ = [
+    "PRESETS", "FoundationModel", "build_model", "count_parameters", "forward_flops_per_event",
+    "model_sizes", "parameter_group",
+]
+
+# Sizes per preset. tiny: seconds on a CPU; kishimoto-11m: the KEK study's ~11M parameters, kept wide and
+# shallow so GPU matmuls are efficient; large: >= 100M for scaling studies.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(dim=48, depth=2, heads=4, mlp_ratio=2.0, dropout=0.0),
+    "kishimoto-11m": dict(dim=384, depth=6, heads=6, mlp_ratio=4.0, dropout=0.1),
+    "large": dict(dim=1024, depth=8, heads=16, mlp_ratio=4.0, dropout=0.1),
+}
+
+PARAMETER_GROUPS = {"adapters": "adapter", "backbone": "backbone", "heads": "heads", "classifier": "classifier"}
+
+
+class FoundationModel(nn.Module):
+    def __init__(self, experiments: list[str], heads: dict[str, nn.Module], *, dim: int, depth: int,
+                 heads_per_block: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.dim = dim
+        self.adapters = nn.ModuleDict({name: InputAdapter(dim) for name in experiments})
+        self.backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
+        self.heads = nn.ModuleDict(heads)
+        self.classifier: nn.Module | None = None
+
+    def add_classifier(self, num_classes: int = 2) -> nn.Module:
+        """Attach the fine-tuning head on the pooled event representation (on the model's device)."""
+        reference = self.backbone.norm.weight
+        self.classifier = nn.Sequential(
+            nn.LayerNorm(self.dim), nn.Linear(self.dim, self.dim), nn.GELU(), nn.Linear(self.dim, num_classes)
+        ).to(device=reference.device, dtype=reference.dtype)
+        return self.classifier
+
+    def encode(self, features: torch.Tensor, types: torch.Tensor, mask: torch.Tensor, experiment: str,
+               replaced: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens [B, N, D]; objects where `replaced` [B, N] is True are shown as the dummy object only."""
+        if experiment not in self.adapters:
+            raise CrossfedError(f"experiment {experiment!r} has no input adapter; known: {sorted(self.adapters)}")
+        tokens = self.adapters[experiment](features, types, mask)
+        return self.backbone(tokens, mask, replaced)
+
+    forward = encode
+
+    @staticmethod
+    def pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked mean over real objects: [B, N, D] -> [B, D], invariant to object order."""
+        weights = mask[..., None].to(tokens.dtype)
+        return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    def classify(self, features: torch.Tensor, types: torch.Tensor, mask: torch.Tensor, experiment: str) -> torch.Tensor:
+        if self.classifier is None:
+            raise RuntimeError("no classifier: call model.add_classifier() first")
+        return self.classifier(self.pool(self.encode(features, types, mask, experiment), mask))
+
+
+def model_sizes(cfg: ModelConfig) -> dict:
+    """The preset's sizes with the config's overrides applied on top."""
+    sizes = dict(PRESETS[cfg.preset])
+    overrides = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "mlp_ratio": cfg.mlp_ratio,
+                 "dropout": cfg.dropout}
+    sizes.update({key: value for key, value in overrides.items() if value is not None})
+    if sizes["dim"] % sizes["heads"]:
+        raise CrossfedError(f"model.dim ({sizes['dim']}) must be divisible by model.heads ({sizes['heads']})")
+    return sizes
+
+
+def build_model(cfg: ModelConfig, experiments: list[str], tasks: list[str]) -> FoundationModel:
+    """One adapter per experiment, the backbone, and one head per pre-training task (by registry name)."""
+    from crossfed.tasks import get_task  # tasks use the model; import here to keep the layers acyclic
+
+    if not experiments:
+        raise CrossfedError("build_model: at least one experiment is needed")
+    for name in experiments:
+        if not name or "." in name:
+            raise CrossfedError(f"experiment name {name!r}: must be non-empty and contain no '.'")
+    sizes = model_sizes(cfg)
+    heads = {name: get_task(name).head(sizes["dim"]) for name in tasks}
+    return FoundationModel(list(experiments), heads, dim=sizes["dim"], depth=sizes["depth"],
+                           heads_per_block=sizes["heads"], mlp_ratio=sizes["mlp_ratio"], dropout=sizes["dropout"])
+
+
+def parameter_group(name: str) -> str:
+    """'adapter' | 'backbone' | 'heads' | 'classifier' for a parameter (or buffer) name.
+
+    A leading 'module.' (DeepSpeed / DDP wrappers) is ignored.
+    """
+    first = name.removeprefix("module.").split(".", 1)[0]
+    if first not in PARAMETER_GROUPS:
+        raise ValueError(f"parameter {name!r} belongs to no group ({', '.join(PARAMETER_GROUPS)})")
+    return PARAMETER_GROUPS[first]
+
+
+def count_parameters(model: nn.Module, group: str | None = None) -> int:
+    """Number of parameters, all or those of one group; works on meta-device models too."""
+    return sum(p.numel() for name, p in model.named_parameters() if group is None or parameter_group(name) == group)
+
+
+def forward_flops_per_event(model: FoundationModel, num_objects: int = 16) -> int:
+    """Estimated forward FLOPs of encoding one event of `num_objects` objects (one adapter + backbone).
+
+    Every linear layer costs 2·in·out per token; attention adds 2·N·d for scores and 2·N·d for the
+    weighted sum per token and layer. Norms, activations and the small heads are left out. Training
+    costs about 3× this (forward + backward).
+    """
+    adapter = next(iter(model.adapters.values()))
+    linear = sum(2 * m.in_features * m.out_features
+                 for part in (adapter, model.backbone) for m in part.modules() if isinstance(m, nn.Linear))
+    attention = 4 * num_objects * model.dim * len(model.backbone.blocks)
+    return num_objects * (linear + attention)
