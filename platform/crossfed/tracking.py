@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -30,8 +31,9 @@ CHUNK_BYTES = 1 << 20
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    """`tracking.uri` as given, or the SQLite store `mlflow.db` in the working directory."""
-    return cfg.uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    """`tracking.uri` as given, else $MLFLOW_TRACKING_URI (set in the chart's pods), else the embedded
+    SQLite store `mlflow.db` in the working directory."""
+    return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:

@@ -55,7 +55,9 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False hands typer.Exit(n) back as a return value instead of exiting.
+        returned = app(standalone_mode=False)
+        sys.exit(returned if isinstance(returned, int) else 0)
     except CrossfedError as err:
         if debug:
             raise
