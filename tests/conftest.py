@@ -1,0 +1,60 @@
+"""Shared test fixtures. `samples`: small generated CMS-like and ATLAS-like ROOT files, cached on disk."""
+
+import os
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import fcntl  # noqa: E402
+import hashlib  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_EVENTS = 300  # after preselection
+SAMPLE_SEEDS = {("cms", "ttbar"): 11, ("cms", "tth"): 12, ("atlas", "ttbar"): 21, ("atlas", "tth"): 22}
+
+
+def _samples_key() -> str:
+    """Hash of everything that shapes the samples: the generator's source, its versions and our settings."""
+    from importlib.metadata import version
+
+    import crossfed.generate
+
+    digest = hashlib.sha256(repr((SAMPLE_EVENTS, sorted(SAMPLE_SEEDS.items()), version("pythia8mc"))).encode())
+    for module in ("processes", "pythia", "detector", "core", "writer"):  # what shapes the events and files
+        digest.update((Path(crossfed.generate.__file__).parent / f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, dict[str, Path]]:
+    """samples[detector][process] -> Path of a ~300-event file (ttbar, tth; cms, atlas), fixed seeds.
+
+    Generated once into .crossfed/test-samples/<key>/ and reused; built in a private folder under a file
+    lock and renamed into place, so racing pytest processes generate once and never see a partial set.
+    """
+    from crossfed.generate import generate
+
+    final = REPO_ROOT / ".crossfed" / "test-samples" / _samples_key()
+    paths = {det: {proc: final / f"{det}_{proc}.root" for d, proc in SAMPLE_SEEDS if d == det} for det in ("cms", "atlas")}
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # One process generates while the others wait on the lock; the rename makes the set appear whole.
+    with open(final.with_name(f"{final.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_dir():
+            building = final.with_name(f"{final.name}.building-{os.getpid()}")
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            try:
+                for (detector, process), seed in SAMPLE_SEEDS.items():
+                    generate(process, detector, SAMPLE_EVENTS, seed, building / f"{detector}_{process}.root",
+                             workers=2, progress=False)
+                building.rename(final)
+            except OSError:
+                if not final.is_dir():  # a set put there without the lock is as good as ours
+                    raise
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
+    return paths

@@ -1,0 +1,85 @@
+"""Bad input through the real `crossfed generate` command: exit 2, one line, no traceback, no file left."""
+
+import shutil
+import subprocess
+
+import pytest
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([shutil.which("crossfed"), "generate", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--process", "ttbarr"], "unknown process 'ttbarr'; known processes: hplus, single_top, ttbar"),
+        (["--process", "ttbar", "--pythia", "Top:gg2ttbar = on", "--pythia", "Top:notASetting = on"],
+         "Pythia rejected the setting 'Top:notASetting = on'"),
+        (["--process", "ttbar", "--pythia", "25:m0 = lots"], "Pythia rejected the setting '25:m0 = lots'"),
+        (["--process", "ttbar", "--pythia", "Top:gg2ttbar = maybe"], "Pythia rejected the setting 'Top:gg2ttbar = maybe'"),
+        (["--process", "ttbar", "--detector", "lhcb"], "unknown detector 'lhcb'"),
+    ],
+)
+def test_bad_request_is_one_line(tmp_path, args, message):
+    out = tmp_path / "events.root"
+    result = _run(*args, "--events", "5", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_non_positive_event_count(tmp_path):
+    out = tmp_path / "events.root"
+    result = _run("--process", "ttbar", "--events", "0", "--out", str(out))
+    assert result.returncode == 2 and "positive" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_unwritable_output(tmp_path):
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("x")
+    out = not_a_folder / "events.root"
+    result = _run("--process", "ttbar", "--events", "5", "--out", str(out))
+    assert result.returncode == 2 and "does not exist" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    """An error after generation (here: the writer fails) removes the temporary file; the target never appears."""
+    from crossfed.errors import CrossfedError
+    from crossfed.generate import core
+
+    def broken_writer(path, detector, events, metadata):
+        path.write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core, "write_root", broken_writer)
+    out = tmp_path / "events.root"
+    with pytest.raises(CrossfedError, match="No space left on device"):
+        core.generate("ttbar", "cms", 2, 1, out, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recipe_with_unknown_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\noutput_dir: out\ncolision_data: {events: 10}\n")
+    result = _run("--recipe", str(recipe))
+    assert result.returncode == 2 and "colision_data: unknown key" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_preselection_that_accepts_nothing(tmp_path, monkeypatch):
+    """Minimum-bias events never have a lepton and a b-jet: a clear error instead of an endless loop."""
+    from crossfed.errors import CrossfedError
+    from crossfed.generate import core
+
+    monkeypatch.setattr(core, "EARLY_GIVE_UP", 20)
+    out = tmp_path / "minbias.root"
+    with pytest.raises(CrossfedError, match="preselection accepted only 0 of 2[01] generated events; use --no-preselection"):
+        core.generate("custom", "cms", 3, 1, out, workers=1, progress=False, pythia_settings=["SoftQCD:nonDiffractive = on"])
+    assert list(tmp_path.iterdir()) == []
