@@ -79,7 +79,8 @@ def test_preselection_that_accepts_nothing(tmp_path, monkeypatch):
     from crossfed.generate import core
 
     monkeypatch.setattr(core, "EARLY_GIVE_UP", 20)
+    monkeypatch.setattr(core, "BATCH_EVENTS", 10)  # it gives up at the first batch boundary past 20 events
     out = tmp_path / "minbias.root"
-    with pytest.raises(CrossfedError, match="preselection accepted only 0 of 2[01] generated events; use --no-preselection"):
+    with pytest.raises(CrossfedError, match="preselection accepted only 0 of 30 generated events; use --no-preselection"):
         core.generate("custom", "cms", 3, 1, out, workers=1, progress=False, pythia_settings=["SoftQCD:nonDiffractive = on"])
     assert list(tmp_path.iterdir()) == []

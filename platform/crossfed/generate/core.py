@@ -18,23 +18,22 @@ import numpy as np
 
 from crossfed import __version__
 from crossfed.errors import CrossfedError
-from crossfed.generate.detector import DETECTORS, reconstruct
+from crossfed.generate.detector import (
+    DETECTORS, DetectorResponse, TruthBatch, may_pass_preselection, passes_preselection, reconstruct, split_events,
+)
 from crossfed.generate.processes import pythia_settings
-from crossfed.generate.pythia import MAX_PYTHIA_SEED, check_settings, initialise, new_pythia, silenced_stdout, truth_event
+from crossfed.generate.pythia import (
+    MAX_PYTHIA_SEED, ChargeTable, check_settings, initialise, new_pythia, next_batch, silenced_stdout, truth_batch,
+)
 from crossfed.generate.writer import write_root
 
 CHUNK_EVENTS = 100
+# Events per Pythia batch call and per vectorised detector pass (fixed, so the output is the same for any worker count).
+BATCH_EVENTS = 50
 # Give up on a chunk when the preselection accepts fewer than 1 in this many generated events
 # (W+jets passes about 1 in 1000), or none of the first EARLY_GIVE_UP ones.
 MAX_GENERATED_PER_WRITTEN = 2000
 EARLY_GIVE_UP = 20_000
-
-
-def passes_preselection(event: dict, working_point: float) -> bool:
-    """KEK study preselection: at least one electron or muon, two jets, one b-tagged jet."""
-    jets = event["jets"]
-    n_leptons = len(event["electrons"]["pt"]) + len(event["muons"]["pt"])
-    return n_leptons >= 1 and len(jets["pt"]) >= 2 and bool((jets["btag"] > working_point).any())
 
 
 @dataclass(frozen=True)
@@ -54,28 +53,45 @@ def _chunk_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
 
 
 def run_chunk(chunk: Chunk) -> dict:
-    """Generate, reconstruct and preselect one chunk's events (runs in a worker process)."""
+    """Generate, reconstruct and preselect one chunk's events (runs in a worker process).
+
+    Events come from Pythia BATCH_EVENTS at a time and go through the detector together; in the last
+    batch only the events up to the last one needed count as generated, as if produced one by one.
+    """
     pythia_seed, rng = _chunk_seeds(chunk.seed, chunk.index)
     pythia = new_pythia(list(chunk.settings), seed=pythia_seed)
     initialise(pythia, list(chunk.settings))
+    charges = ChargeTable(pythia)
     detector = DETECTORS[chunk.detector]
-    events, generated, failures, seconds = [], 0, 0, 0.0
+    events, generated, failures_in_a_row = [], 0, 0
     with silenced_stdout():  # the first fastjet clustering prints a banner
         while generated < chunk.max_generated and (chunk.target_written is None or len(events) < chunk.target_written):
-            if not pythia.next():
-                failures += 1
-                if failures > 100:
-                    raise CrossfedError(f"Pythia failed to generate 100 events in a row with {list(chunk.settings)}")
-                continue
-            generated += 1
             if generated > EARLY_GIVE_UP and not events and chunk.target_written:
                 break  # reported by generate() as a preselection that accepts (almost) nothing
-            event = reconstruct(truth_event(pythia.event), detector, rng)
-            if not chunk.preselect or passes_preselection(event, detector.btag_working_point):
-                events.append(event)
+            batch, failed = next_batch(pythia, min(BATCH_EVENTS, chunk.max_generated - generated))
+            for failure in failed:
+                failures_in_a_row = failures_in_a_row + 1 if failure else 0
+                if failures_in_a_row > 100:
+                    raise CrossfedError(f"Pythia failed to generate 100 events in a row with {list(chunk.settings)}")
+            accepted, n_batch = _select(truth_batch(batch, charges), detector, rng, chunk.preselect)
+            wanted = len(accepted) if chunk.target_written is None else chunk.target_written - len(events)
+            events += [event for _, event in accepted[:wanted]]
+            generated += n_batch if len(accepted) <= wanted else accepted[wanted - 1][0] + 1
     info = pythia.infoPython()
     return dict(index=chunk.index, events=events, generated=generated,
                 sigma_pb=info.sigmaGen() * 1e9, sigma_error_pb=info.sigmaErr() * 1e9)  # Pythia gives mb
+
+
+def _select(truth: TruthBatch, detector: DetectorResponse, rng: np.random.Generator,
+            preselect: bool) -> tuple[list[tuple[int, dict]], int]:
+    """(position in the batch, reconstructed event) of the events kept, and the batch's size."""
+    candidates = may_pass_preselection(truth, detector) if preselect else np.ones(truth.n_events, bool)
+    positions = np.flatnonzero(candidates)  # the truth-level pre-check drops events before the detector
+    truth = truth.subset(candidates)
+    reco = reconstruct(truth, detector, rng)
+    kept = np.flatnonzero(passes_preselection(reco, truth.n_events, detector.btag_working_point) if preselect
+                          else np.ones(truth.n_events, bool))
+    return list(zip(positions[kept].tolist(), split_events(reco, truth.n_events, kept))), len(candidates)
 
 
 def _combined_cross_section(results: list[dict]) -> tuple[float, float]:

@@ -19,21 +19,39 @@ NEUTRINOS = (12, 14, 16)
 
 
 @dataclass(frozen=True)
-class TruthEvent:
-    """What the detector sees of one generated event: visible final-state particles and flavour truth.
+class TruthBatch:
+    """What the detector sees of a batch of generated events, as flat arrays with each row's event number.
 
-    particles: float64 [n, 4] (px, py, pz, E) with pdg_id and charge per particle; b_hadrons,
+    particles: float64 [n, 4] (px, py, pz, E) final-state particles with pdg_id and charge; b_hadrons,
     c_hadrons: [k, 4] momenta of heavy-flavour hadrons (for jet flavour, like NanoAOD's ghost matching);
-    taus: [t, 4] visible momenta of hadronically decaying taus and tau_charges.
+    taus: [t, 4] visible momenta of hadronically decaying taus and tau_charges. Rows are grouped by
+    event in increasing order; `*event` says which of the n_events each row belongs to.
     """
 
+    n_events: int
     particles: np.ndarray
     pdg_id: np.ndarray
     charge: np.ndarray
+    event: np.ndarray
     b_hadrons: np.ndarray
+    b_event: np.ndarray
     c_hadrons: np.ndarray
+    c_event: np.ndarray
     taus: np.ndarray
     tau_charges: np.ndarray
+    tau_event: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "TruthBatch":
+        """Only the events where `keep` (bool [n_events]) is true, renumbered from 0."""
+        new_number = np.cumsum(keep) - 1
+        rows = lambda event: keep[event]  # noqa: E731
+        p, b, c, t = rows(self.event), rows(self.b_event), rows(self.c_event), rows(self.tau_event)
+        return TruthBatch(
+            n_events=int(keep.sum()), particles=self.particles[p], pdg_id=self.pdg_id[p], charge=self.charge[p],
+            event=new_number[self.event[p]], b_hadrons=self.b_hadrons[b], b_event=new_number[self.b_event[b]],
+            c_hadrons=self.c_hadrons[c], c_event=new_number[self.c_event[c]], taus=self.taus[t],
+            tau_charges=self.tau_charges[t], tau_event=new_number[self.tau_event[t]],
+        )
 
 
 @dataclass(frozen=True)
@@ -149,45 +167,88 @@ def mass(p: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(p[:, 3] ** 2 - (p[:, :3] ** 2).sum(1), 0.0))
 
 
-def delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
-    """Pairwise ΔR, shape [len1, len2]."""
-    dphi = np.angle(np.exp(1j * (np.asarray(phi1)[:, None] - np.asarray(phi2)[None, :])))
-    return np.hypot(np.asarray(eta1)[:, None] - np.asarray(eta2)[None, :], dphi)
-
-
 def calorimeter_sigma(energy: np.ndarray, c: float, s: float, n: float) -> np.ndarray:
     return np.sqrt((c * energy) ** 2 + s**2 * energy + n**2)
 
 
-# --- reconstruction -----------------------------------------------------------------------------
+# --- reconstruction (vectorised over a batch of events) ------------------------------------------
 
-def reconstruct(truth: TruthEvent, det: DetectorResponse, rng: np.random.Generator) -> dict:
-    """One event's reconstructed objects: dict of name -> dict of numpy arrays (GeV), plus MET."""
+# Per-event fields of each reconstructed collection, in the order the writer reads them.
+COLLECTIONS = ("electrons", "muons", "photons", "taus", "jets")
+
+
+def _offsets(event: np.ndarray, n_events: int) -> np.ndarray:
+    """Start of each event's rows (and the end), for rows grouped by event."""
+    return np.concatenate([[0], np.cumsum(np.bincount(event, minlength=n_events))])
+
+
+def _same_event_pairs(event_a: np.ndarray, offsets_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All (row of A, row of B) pairs in the same event, B's rows grouped by event with `offsets_b`."""
+    starts, counts = offsets_b[event_a], offsets_b[event_a + 1] - offsets_b[event_a]
+    a = np.repeat(np.arange(len(event_a)), counts)
+    first_pair = np.cumsum(counts) - counts
+    b = np.arange(counts.sum()) - np.repeat(first_pair - starts, counts)
+    return a, b
+
+
+def reconstruct(truth: TruthBatch, det: DetectorResponse, rng: np.random.Generator) -> dict:
+    """Reconstructed objects of a batch: name -> dict of flat arrays (GeV) with an `event` array; MET per event."""
     p = truth.particles
     pt, eta, phi = pt_eta_phi(p)
     visible = (np.abs(eta) < det.calo_eta_max) & ~np.isin(np.abs(truth.pdg_id), NEUTRINOS)
     used = ~visible  # particles already assigned to an object (or never seen)
+    offsets = _offsets(truth.event, truth.n_events)
 
-    electrons = _isolated(11, det.electron_eta_max, det.electron_isolation, truth, pt, eta, phi, visible, det, rng)
-    muons = _isolated(13, det.muon_eta_max, det.muon_isolation, truth, pt, eta, phi, visible, det, rng)
-    photons = _isolated(22, det.photon_eta_max, det.photon_isolation, truth, pt, eta, phi, visible, det, rng)
-    for objects in (electrons, muons, photons):
+    isolated = {name: _isolated(pdg, eta_max, iso, truth, pt, eta, phi, visible, offsets, det, rng)
+                for name, pdg, eta_max, iso in (("electrons", 11, det.electron_eta_max, det.electron_isolation),
+                                                ("muons", 13, det.muon_eta_max, det.muon_isolation),
+                                                ("photons", 22, det.photon_eta_max, det.photon_isolation))}
+    for objects in isolated.values():
         used[objects.pop("index")] = True
 
-    jets, jet_constituents = _cluster_jets(p, ~used, det, rng)
+    jets, jet_constituents = _cluster_jets(truth, ~used, det, rng)
     used[jet_constituents] = True
     jets["flavour"] = _jet_flavour(jets, truth)
     taus, jets = _tau_tag(jets, truth, det, rng)
     jets["btag"] = _btag(jets, det, rng)
 
-    met_x, met_y = _missing_et(p[~used], [electrons, muons, photons, taus, jets], det, rng)
-    return dict(
-        electrons=electrons, muons=muons, photons=photons, taus=taus, jets=jets,
-        met_pt=float(np.hypot(met_x, met_y)), met_phi=float(np.arctan2(met_y, met_x)),
-    )
+    collections = isolated | dict(taus=taus, jets=jets)
+    met_x, met_y = _missing_et(truth, ~used, list(collections.values()), det, rng)
+    return collections | dict(met_pt=np.hypot(met_x, met_y), met_phi=np.arctan2(met_y, met_x))
 
 
-def _isolated(pdg, eta_max, isolation, truth, pt, eta, phi, visible, det, rng) -> dict:
+def may_pass_preselection(truth: TruthBatch, det: DetectorResponse) -> np.ndarray:
+    """bool [n_events]: the event holds an electron or muon candidate (before isolation, efficiency, smearing).
+
+    Exactly the candidates `_isolated` starts from, so an event without one can never have a lepton
+    and never passes the preselection: it is safe to drop it before the expensive reconstruction.
+    """
+    pt, eta, _ = pt_eta_phi(truth.particles)
+    abs_id, abs_eta = np.abs(truth.pdg_id), np.abs(eta)
+    candidate = (pt > det.lepton_pt_min) & (abs_eta < det.calo_eta_max) & (
+        ((abs_id == 11) & (abs_eta < det.electron_eta_max)) | ((abs_id == 13) & (abs_eta < det.muon_eta_max)))
+    return np.bincount(truth.event[candidate], minlength=truth.n_events) > 0
+
+
+def passes_preselection(reco: dict, n_events: int, working_point: float) -> np.ndarray:
+    """bool [n_events], KEK study preselection: at least one electron or muon, two jets, one b-tagged jet."""
+    count = lambda event: np.bincount(event, minlength=n_events)  # noqa: E731
+    jets = reco["jets"]
+    n_leptons = count(reco["electrons"]["event"]) + count(reco["muons"]["event"])
+    return (n_leptons >= 1) & (count(jets["event"]) >= 2) & (count(jets["event"][jets["btag"] > working_point]) >= 1)
+
+
+def split_events(reco: dict, n_events: int, events: np.ndarray) -> list[dict]:
+    """The chosen events, each as the writer's dict: collection -> dict of numpy arrays, met_pt, met_phi."""
+    bounds = {name: _offsets(reco[name]["event"], n_events) for name in COLLECTIONS}
+    return [
+        {name: {k: v[bounds[name][e]:bounds[name][e + 1]] for k, v in reco[name].items() if k != "event"}
+         for name in COLLECTIONS} | dict(met_pt=float(reco["met_pt"][e]), met_phi=float(reco["met_phi"][e]))
+        for e in events.tolist()
+    ]
+
+
+def _isolated(pdg, eta_max, isolation, truth, pt, eta, phi, visible, offsets, det, rng) -> dict:
     """Isolated electrons, muons or photons above threshold, with efficiency and smearing."""
     cone, max_ratio = isolation
     pt_min = det.photon_pt_min if pdg == 22 else det.lepton_pt_min
@@ -196,24 +257,32 @@ def _isolated(pdg, eta_max, isolation, truth, pt, eta, phi, visible, det, rng) -
     )
     # Isolation: scalar pT sum of the other visible particles above 0.5 GeV in the cone, relative to pT.
     others = visible & (pt > 0.5)
-    rel_iso = _cone_sum(candidates, others, cone, pt, eta, phi) / pt[candidates]
+    cone_sum = lambda centres, contributing, r: _cone_sum(centres, contributing, r, truth.event, offsets, pt, eta, phi)  # noqa: E731
+    rel_iso = cone_sum(candidates, others, cone) / pt[candidates]
     passed = (rel_iso < max_ratio) & (rng.random(len(candidates)) < _efficiency(pdg, eta[candidates], det))
     kept = candidates[passed]
     smeared_pt = _smear_pt(pdg, pt[kept], eta[kept], truth.particles[kept, 3], det, rng)
     return dict(
-        index=kept, pt=smeared_pt, eta=eta[kept], phi=phi[kept],
+        index=kept, event=truth.event[kept], pt=smeared_pt, eta=eta[kept], phi=phi[kept],
         mass=mass(truth.particles[kept]), charge=truth.charge[kept].astype(np.int32), rel_iso=rel_iso[passed],
         # ATLAS ntuple variables: track isolation (charged, ΔR<0.3) and calorimeter isolation (all, ΔR<0.2)
-        ptcone30=_cone_sum(kept, others & (truth.charge != 0), 0.3, pt, eta, phi),
-        etcone20=_cone_sum(kept, others, 0.2, pt, eta, phi),
+        ptcone30=cone_sum(kept, others & (truth.charge != 0), 0.3),
+        etcone20=cone_sum(kept, others, 0.2),
     )
 
 
-def _cone_sum(centres: np.ndarray, contributing: np.ndarray, cone: float, pt, eta, phi) -> np.ndarray:
+def _cone_sum(centres, contributing, cone, event, offsets, pt, eta, phi) -> np.ndarray:
     """Scalar pT sum of the contributing particles within ΔR < cone of each centre, the centre excluded."""
-    others = np.flatnonzero(contributing)
-    in_cone = (delta_r(eta[centres], phi[centres], eta[others], phi[others]) < cone) & (others[None, :] != centres[:, None])
-    return (in_cone * pt[others][None, :]).sum(1)
+    centre_row, other = _same_event_pairs(event[centres], offsets)
+    centre = centres[centre_row]
+    in_cone = contributing[other] & (other != centre) & (_pair_delta_r(eta[centre], phi[centre], eta[other], phi[other]) < cone)
+    return np.bincount(centre_row[in_cone], weights=pt[other[in_cone]], minlength=len(centres))
+
+
+def _pair_delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
+    """ΔR of matched pairs (element by element)."""
+    dphi = np.remainder(phi1 - phi2 + np.pi, 2 * np.pi) - np.pi
+    return np.hypot(eta1 - eta2, dphi)
 
 
 def _efficiency(pdg: int, eta: np.ndarray, det: DetectorResponse) -> np.ndarray:
@@ -235,19 +304,29 @@ def _smear_pt(pdg, pt, eta, energy, det, rng) -> np.ndarray:
     return np.maximum(pt * (1 + relative * rng.standard_normal(len(pt))), 0.1)
 
 
-def _cluster_jets(p: np.ndarray, clusterable: np.ndarray, det: DetectorResponse, rng) -> tuple[dict, np.ndarray]:
-    """Anti-kT R=0.4 on the visible particles not used by isolated objects, smeared by the HCAL resolution."""
+def _cluster_jets(truth: TruthBatch, clusterable: np.ndarray, det: DetectorResponse, rng) -> tuple[dict, np.ndarray]:
+    """Anti-kT R=0.4 on the visible particles not used by isolated objects, smeared by the HCAL resolution.
+
+    The whole batch goes to fastjet in one call (its awkward interface), not one PseudoJet per particle.
+    """
+    import awkward as ak
     import fastjet
 
     index = np.flatnonzero(clusterable)
-    pseudojets = []
-    for i, momentum in zip(index.tolist(), p[index].tolist()):  # Python floats: the fastest way into SWIG
-        pj = fastjet.PseudoJet(*momentum)
-        pj.set_user_index(i)
-        pseudojets.append(pj)
-    sequence = fastjet.ClusterSequence(pseudojets, fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4))
-    raw = fastjet.sorted_by_pt(sequence.inclusive_jets(0.5 * det.jet_pt_min))
-    four = np.array([[j.px(), j.py(), j.pz(), j.e()] for j in raw]).reshape(-1, 4)
+    counts = np.bincount(truth.event[index], minlength=truth.n_events)
+    p = truth.particles[index]
+    inputs = ak.unflatten(ak.zip({"px": p[:, 0], "py": p[:, 1], "pz": p[:, 2], "E": p[:, 3]}, with_name="Momentum4D"), counts)
+    sequence = fastjet.ClusterSequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4))
+    raw = sequence.inclusive_jets(0.5 * det.jet_pt_min)
+    jet_event = np.repeat(np.arange(truth.n_events), ak.to_numpy(ak.num(raw)))
+    four = np.stack([ak.to_numpy(ak.flatten(raw[c])) for c in ("px", "py", "pz", "E")], axis=1).reshape(-1, 4)
+    # Constituents: per event, per jet (same order as the jets), indices into that event's inputs.
+    constituents = sequence.constituent_index(0.5 * det.jet_pt_min)
+    n_constituents = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2)))
+    local = ak.to_numpy(ak.flatten(constituents, axis=None))
+    constituent_jet = np.repeat(np.arange(len(four)), n_constituents)
+    constituent_row = index[(np.cumsum(counts) - counts)[jet_event[constituent_jet]] + local]
+
     pt, eta, _ = pt_eta_phi(four)
     edges = np.array([b[0] for b in det.hcal_resolution])
     params = np.array([b[1:] for b in det.hcal_resolution])[np.minimum(np.searchsorted(edges, np.abs(eta)), len(edges) - 1)]
@@ -255,38 +334,40 @@ def _cluster_jets(p: np.ndarray, clusterable: np.ndarray, det: DetectorResponse,
     four = four * np.maximum(1 + sigma * rng.standard_normal(len(four)), 0.0)[:, None]
     pt, eta, phi = pt_eta_phi(four)
     keep = (pt > det.jet_pt_min) & (np.abs(eta) < det.jet_eta_max)
-    order = np.argsort(-pt[keep], kind="stable")
-    constituents = [c.user_index() for j, k in zip(raw, keep) if k for c in j.constituents()]
-    jets = dict(pt=pt[keep][order], eta=eta[keep][order], phi=phi[keep][order], mass=mass(four[keep])[order])
-    return jets, np.array(constituents, dtype=np.int64)
+    kept = np.flatnonzero(keep)
+    order = kept[np.lexsort((-pt[kept], jet_event[kept]))]  # by event, then by pT
+    jets = dict(event=jet_event[order], pt=pt[order], eta=eta[order], phi=phi[order], mass=mass(four[order]))
+    return jets, constituent_row[keep[constituent_jet]]
 
 
-def _jet_flavour(jets: dict, truth: TruthEvent) -> np.ndarray:
+def _jet_flavour(jets: dict, truth: TruthBatch) -> np.ndarray:
     """5 if a B hadron (pT > 5 GeV) is within ΔR < 0.4, else 4 for a C hadron, else 0 (hadronFlavour)."""
     flavour = np.zeros(len(jets["pt"]), np.int32)
-    for code, hadrons in ((4, truth.c_hadrons), (5, truth.b_hadrons)):  # b overrides c
-        if len(hadrons) == 0 or len(flavour) == 0:
-            continue
-        h_pt, h_eta, h_phi = pt_eta_phi(hadrons)
+    for code, hadrons, hadron_event in ((4, truth.c_hadrons, truth.c_event), (5, truth.b_hadrons, truth.b_event)):
+        h_pt, h_eta, h_phi = pt_eta_phi(hadrons)  # b overrides c
         hard = h_pt > 5.0
-        matched = (delta_r(jets["eta"], jets["phi"], h_eta[hard], h_phi[hard]) < 0.4).any(1)
-        flavour[matched] = code
+        jet, hadron = _same_event_pairs(jets["event"], _offsets(hadron_event[hard], truth.n_events))
+        close = _pair_delta_r(jets["eta"][jet], jets["phi"][jet], h_eta[hard][hadron], h_phi[hard][hadron]) < 0.4
+        flavour[np.unique(jet[close])] = code
     return flavour
 
 
-def _tau_tag(jets: dict, truth: TruthEvent, det: DetectorResponse, rng) -> tuple[dict, dict]:
+def _tau_tag(jets: dict, truth: TruthBatch, det: DetectorResponse, rng) -> tuple[dict, dict]:
     """Jets matched (ΔR < 0.4) to a visible hadronic tau become taus with the tagging efficiency; others mistag."""
     n = len(jets["pt"])
     matched_tau = np.full(n, -1)
-    if len(truth.taus) and n:
-        t_pt, t_eta, t_phi = pt_eta_phi(truth.taus)
-        dr = delta_r(jets["eta"], jets["phi"], t_eta, t_phi)
-        close = dr.min(1) < 0.4
-        matched_tau[close] = dr.argmin(1)[close]
+    t_pt, t_eta, t_phi = pt_eta_phi(truth.taus)
+    jet, tau = _same_event_pairs(jets["event"], _offsets(truth.tau_event, truth.n_events))
+    dr = _pair_delta_r(jets["eta"][jet], jets["phi"][jet], t_eta[tau], t_phi[tau])
+    nearest = np.lexsort((dr, jet))  # per jet, its closest tau first
+    first = nearest[np.unique(jet[nearest], return_index=True)[1]]
+    close = first[dr[first] < 0.4]
+    matched_tau[jet[close]] = tau[close]
     rate = np.where(matched_tau >= 0, det.tau_efficiency, det.tau_mistag)
     tagged = (np.abs(jets["eta"]) < det.tau_eta_max) & (rng.random(n) < rate)
     random_charge = rng.choice(np.array([-1, 1], np.int32), n)
-    charge = np.where(matched_tau >= 0, truth.tau_charges[np.maximum(matched_tau, 0)] if len(truth.taus) else 0, random_charge)
+    tau_charge = truth.tau_charges[np.maximum(matched_tau, 0)] if len(truth.taus) else np.zeros(n, np.int32)
+    charge = np.where(matched_tau >= 0, tau_charge, random_charge)
     taus = {k: v[tagged] for k, v in jets.items() if k != "flavour"}
     taus["charge"] = charge[tagged].astype(np.int32)
     return taus, {k: v[~tagged] for k, v in jets.items()}
@@ -316,11 +397,14 @@ def _btag(jets: dict, det: DetectorResponse, rng) -> np.ndarray:
     return (lo + (hi - lo) * u).astype(np.float32)
 
 
-def _missing_et(unclustered: np.ndarray, collections: list[dict], det: DetectorResponse, rng) -> tuple[float, float]:
-    """MET = -(sum of reconstructed objects + smeared unclustered energy)."""
-    sum_x = sum(float((o["pt"] * np.cos(o["phi"])).sum()) for o in collections)
-    sum_y = sum(float((o["pt"] * np.sin(o["phi"])).sum()) for o in collections)
-    u_x, u_y = float(unclustered[:, 0].sum()), float(unclustered[:, 1].sum())
-    sigma = det.unclustered_resolution * np.sqrt(float(np.hypot(unclustered[:, 0], unclustered[:, 1]).sum()))
-    noise_x, noise_y = sigma * rng.standard_normal(2)
-    return -(sum_x + u_x + noise_x), -(sum_y + u_y + noise_y)
+def _missing_et(truth: TruthBatch, unclustered: np.ndarray, collections: list[dict], det: DetectorResponse,
+                rng) -> tuple[np.ndarray, np.ndarray]:
+    """MET per event = -(sum of reconstructed objects + smeared unclustered energy)."""
+    per_event = lambda event, values: np.bincount(event, weights=values, minlength=truth.n_events)  # noqa: E731
+    sum_x = sum(per_event(o["event"], o["pt"] * np.cos(o["phi"])) for o in collections)
+    sum_y = sum(per_event(o["event"], o["pt"] * np.sin(o["phi"])) for o in collections)
+    u, event = truth.particles[unclustered], truth.event[unclustered]
+    u_x, u_y = per_event(event, u[:, 0]), per_event(event, u[:, 1])
+    sigma = det.unclustered_resolution * np.sqrt(per_event(event, np.hypot(u[:, 0], u[:, 1])))
+    noise = sigma[:, None] * rng.standard_normal((truth.n_events, 2))
+    return -(sum_x + u_x + noise[:, 0]), -(sum_y + u_y + noise[:, 1])

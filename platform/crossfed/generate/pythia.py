@@ -1,4 +1,4 @@
-"""Pythia 8 (the `pythia8mc` wheel): checking settings, running a generator, reading its event record."""
+"""Pythia 8 (the `pythia8mc` wheel): checking settings, running a generator, reading its event records in batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from crossfed.errors import CrossfedError
-from crossfed.generate.detector import TruthEvent
+from crossfed.generate.detector import TruthBatch
 from crossfed.generate.processes import QUIET_SETTINGS
 
 # Pythia's random seed must lie in 1..900 000 000.
@@ -80,47 +80,88 @@ def check_settings(settings: list[str]) -> None:
     new_pythia(settings)
 
 
-def _is_heavy_hadron(abs_id: int, quark: int) -> bool:
+def _is_heavy_hadron(abs_id: np.ndarray, quark: int) -> np.ndarray:
     """Mesons (q q̄': digits 100s and 10s) and baryons (digit 1000s) containing the given quark."""
-    return abs_id > 100 and ((abs_id // 100) % 10 == quark or (abs_id // 1000) % 10 == quark)
+    return (abs_id > 100) & (((abs_id // 100) % 10 == quark) | ((abs_id // 1000) % 10 == quark))
 
 
-def truth_event(event) -> TruthEvent:
-    """Read Pythia's event record: final-state particles, heavy-flavour hadrons and visible hadronic taus."""
-    final, pdg_ids, charges, b_hadrons, c_hadrons, taus, tau_charges = [], [], [], [], [], [], []
-    for i in range(event.size()):
-        particle = event[i]
-        pdg = particle.id()
-        abs_id = abs(pdg)
-        if not (particle.isFinal() or abs_id == 15 or abs_id > 400):
-            continue  # partons, intermediate light hadrons: their momenta are not needed
-        momentum = (particle.px(), particle.py(), particle.pz(), particle.e())
-        if particle.isFinal():
-            final.append(momentum)
-            pdg_ids.append(pdg)
-            charges.append(particle.charge())
-        elif abs_id == 15:
-            visible = _visible_hadronic_tau(event, particle, momentum)
-            if visible is not None:
-                taus.append(visible)
-                tau_charges.append(-1 if pdg > 0 else 1)
-        elif _is_heavy_hadron(abs_id, 5):
-            b_hadrons.append(momentum)
-        elif _is_heavy_hadron(abs_id, 4):
-            c_hadrons.append(momentum)
-    as_array = lambda rows: np.array(rows, dtype=np.float64).reshape(-1, 4)  # noqa: E731
-    return TruthEvent(
-        particles=as_array(final), pdg_id=np.array(pdg_ids, np.int32), charge=np.array(charges, np.float64),
-        b_hadrons=as_array(b_hadrons), c_hadrons=as_array(c_hadrons),
-        taus=as_array(taus), tau_charges=np.array(tau_charges, np.int32),
+def next_batch(pythia, n_events: int) -> tuple[object, int]:
+    """Up to `n_events` events in one C++ call (Pythia's awkward batch interface), and how many failed.
+
+    One call instead of a Python call per particle property is what makes reading the record cheap.
+    A failed event is None in the batch ("none" mode) and is dropped here, as `pythia.next()` failing was.
+    """
+    import awkward as ak
+
+    events = pythia.nextBatch(n_events, "none")
+    failed = ak.to_numpy(ak.is_none(events))
+    return (events[~failed] if failed.any() else events), failed.tolist()
+
+
+class ChargeTable:
+    """Particle charges by PDG id from Pythia's particle data, looked up once per id."""
+
+    def __init__(self, pythia):
+        self._particle_data = pythia.particleData
+        self._charges: dict[int, float] = {}
+
+    def __call__(self, pdg_ids: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(pdg_ids, return_inverse=True)
+        for pdg in unique.tolist():
+            if pdg not in self._charges:
+                self._charges[pdg] = self._particle_data.charge(pdg)
+        return np.array([self._charges[pdg] for pdg in unique.tolist()], np.float64)[inverse].reshape(-1)
+
+
+def truth_batch(events, charges: ChargeTable) -> TruthBatch:
+    """Read a batch of Pythia event records: final-state particles, heavy-flavour hadrons, visible hadronic taus."""
+    import awkward as ak
+
+    particles = events.prt
+    counts = ak.to_numpy(ak.num(particles))
+    event = np.repeat(np.arange(len(counts)), counts)
+    flat = lambda field: ak.to_numpy(ak.flatten(field))  # noqa: E731
+    pdg, status = flat(particles.id), flat(particles.status)
+    momenta = np.stack([flat(particles.p.px), flat(particles.p.py), flat(particles.p.pz), flat(particles.p.e)], axis=1)
+    abs_id = np.abs(pdg)
+    final = status > 0
+    heavy = ~final & (abs_id > 400)
+    is_b = heavy & _is_heavy_hadron(abs_id, 5)
+    is_c = heavy & ~is_b & _is_heavy_hadron(abs_id, 4)
+    taus, tau_charges, tau_event = _visible_hadronic_taus(
+        np.flatnonzero(~final & (abs_id == 15)), event, np.cumsum(counts) - counts, pdg, momenta,
+        flat(particles.daughter1), flat(particles.daughter2))
+    return TruthBatch(
+        n_events=len(counts), particles=momenta[final], pdg_id=pdg[final].astype(np.int32),
+        charge=charges(pdg[final]), event=event[final],
+        b_hadrons=momenta[is_b], b_event=event[is_b], c_hadrons=momenta[is_c], c_event=event[is_c],
+        taus=taus, tau_charges=tau_charges, tau_event=tau_event,
     )
 
 
-def _visible_hadronic_tau(event, tau, momentum):
-    """The visible momentum (tau minus its neutrinos) of a decaying tau with no e/μ daughter, else None."""
-    daughters = [event[d] for d in tau.daughterList()]
-    daughter_ids = {abs(d.id()) for d in daughters}
-    if not daughters or 15 in daughter_ids or daughter_ids & {11, 13}:
-        return None  # an intermediate copy, or a leptonic decay
-    neutrinos = [d for d in daughters if abs(d.id()) in (12, 14, 16)]
-    return tuple(m - sum(getattr(n, c)() for n in neutrinos) for m, c in zip(momentum, ("px", "py", "pz", "e")))
+def _daughters(first: int, second: int) -> list[int]:
+    """Pythia's Particle::daughterList() for the usual cases: none, one, a range, or two separate ones."""
+    if first <= 0:
+        return []
+    if second == first or second == 0:
+        return [first]
+    return list(range(first, second + 1)) if second > first else [first, second]
+
+
+def _visible_hadronic_taus(tau_rows, event, event_start, pdg, momenta, daughter1, daughter2):
+    """Visible momenta (tau minus its neutrinos) of decaying taus with no e/μ daughter; their charges and events.
+
+    A few taus per event at most, so a plain loop; daughter indices are per event, rows are per batch.
+    """
+    visible, charges, events = [], [], []
+    for row in tau_rows.tolist():
+        start = event_start[event[row]]
+        daughters = [start + d for d in _daughters(int(daughter1[row]), int(daughter2[row]))]
+        daughter_ids = set(np.abs(pdg[daughters]).tolist())
+        if not daughters or 15 in daughter_ids or daughter_ids & {11, 13}:
+            continue  # an intermediate copy, or a leptonic decay
+        neutrinos = [d for d in daughters if abs(pdg[d]) in (12, 14, 16)]
+        visible.append(momenta[row] - momenta[neutrinos].sum(0))
+        charges.append(-1 if pdg[row] > 0 else 1)
+        events.append(event[row])
+    return (np.array(visible, np.float64).reshape(-1, 4), np.array(charges, np.int32), np.array(events, np.int64))
