@@ -1,0 +1,204 @@
+"""One experiment's client: a tiny Ray actor that owns a DeepSpeed `WorkerGroup` on its node group.
+
+Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client; private
+parameters, optimizer state and events stay in its workers and its own checkpoint folder. The worker
+group stays alive across rounds (data, engine, optimizer warm); if a worker dies the group is rebuilt
+from the client's last checkpoint and the current global model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from crossfed.config import ClusterConfig, RunConfig
+from crossfed.federation import placement
+
+
+def _is_worker_failure(err: BaseException) -> bool:
+    """A rank that died or was killed (not a bug in the training code, which should propagate)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
+
+    return isinstance(err, (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError))
+
+
+def state_nbytes(state: dict[str, np.ndarray]) -> int:
+    return int(sum(np.asarray(v).nbytes for v in state.values()))
+
+
+def only_scalars(metrics: dict) -> dict[str, float]:
+    """Keep the scalar metrics: nothing shaped like events may leave a client."""
+    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0 and isinstance(v, (int, float, np.number))}
+
+
+class FederationClient:
+    """Ray actor (create with `client_actor_class()`): one experiment client, or the pooled baseline."""
+
+    def __init__(self, config: RunConfig, name: str, experiments: list[str], cluster: ClusterConfig, folder: str,
+                 total_steps: int, placement_group=None):
+        """`placement_group`: None to reserve this client's own group on its node group, or
+        (group, first bundle index) to run inside a group the caller reserved."""
+        # Set-up that can fail happens in `start`, so its error reaches the caller as the exception itself.
+        self.config, self.name, self.experiments, self.cluster = config, name, experiments, cluster
+        self.total_steps = total_steps  # the LR schedule spans the whole run, not one round
+        self.folder = Path(folder)
+        self.given_placement_group = placement_group
+        self.placement_group, self.bundle_offset, self.workers = None, 0, None
+        self.last_checkpoint: Path | None = None
+        self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
+
+    def start(self) -> str:
+        """Reserve the workers' placement group (fails fast if the node group cannot host it), start them."""
+        if self.given_placement_group is None:
+            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name)
+        else:
+            self.placement_group, self.bundle_offset = self.given_placement_group
+        self._start_workers()
+        return self.name
+
+    # -- worker group lifecycle ---------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        from crossfed.train.workers import WorkerGroup
+
+        self.workers = WorkerGroup(
+            self.config,
+            self.experiments,
+            num_workers=self.cluster.workers,
+            cpus_per_worker=self.cluster.cpus_per_worker,
+            gpus_per_worker=self.cluster.gpus_per_worker,
+            placement_group=self.placement_group,
+            bundle_offset=self.bundle_offset,
+            # no label_selector: the placement group's bundles already carry the node-group selector
+            total_steps=self.total_steps,
+        )
+
+    def _restart_workers(self, global_state) -> None:
+        """Replace a broken group: kill every rank (survivors may block in a collective), start anew,
+        restore the client's last checkpoint and resynchronise from the global model."""
+        self.workers.shutdown()
+        self._start_workers()
+        if self.last_checkpoint is not None:
+            self._call_ranks("load_checkpoint", str(self.last_checkpoint))
+        if global_state is not None:
+            self._call_ranks("load_shared_state", global_state)
+
+    def _call_ranks(self, method: str, *args, **kwargs) -> list:
+        """Run a trainer method on every rank; a dead rank fails fast instead of leaving the others
+        blocked in a collective (each rank's future is watched, not just the first)."""
+        import ray
+
+        refs = self.workers.call_async(method, *args, **kwargs)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done[0])  # raises at once if that rank died
+        return ray.get(refs)
+
+    # -- federation protocol ------------------------------------------------------------------------
+    def worker_node_ids(self) -> list[str]:
+        """The node each rank runs on (from the GCS actor table), to check pinning."""
+        from ray._private.state import actors
+
+        return [actors(actor._actor_id.hex())["Address"]["NodeID"] for actor in self.workers.workers]
+
+    def worker_actors(self) -> list:
+        return list(self.workers.workers)
+
+    def shared_state(self, groups: list[str]) -> dict[str, np.ndarray]:
+        return self._call_ranks("shared_state", groups)[0]
+
+    def fit(self, global_ref: list, groups: list[str], steps: int, proximal_mu: float) -> dict:
+        """Load the global model, train `steps` local steps, return the shared state and scalar metrics.
+
+        `global_ref` is `[ObjectRef]`: wrapped so that this actor forwards the reference and each rank
+        fetches the weights from the object store itself.
+        """
+        meter = self._meter().start()
+        try:
+            self._call_ranks("load_shared_state", global_ref[0])
+            per_rank = self._call_ranks("train", steps, proximal_mu=proximal_mu)
+            state = self._call_ranks("shared_state", groups)[0]
+        except Exception as err:  # noqa: BLE001 - only worker deaths are handled, the rest re-raised
+            if not _is_worker_failure(err):
+                raise
+            self._restart_workers(global_ref[0])
+            return {"client": self.name, "failed": f"worker died: {type(err).__name__}"}
+        footprint = self._add_footprint(meter.stop())
+        metrics = only_scalars(per_rank[0])  # the trainer already averages over ranks
+        return {
+            "client": self.name,
+            "state": {k: np.asarray(v, dtype=np.float32) for k, v in state.items()},
+            "num_examples": int(metrics.pop("num_examples", 0)),
+            "metrics": metrics,
+            "compute_s": meter.wall_s,
+            "footprint": footprint,
+        }
+
+    def evaluate(self, global_ref: list) -> dict[str, float]:
+        """Metrics of the global model on this client's validation split (shared part = global)."""
+        meter = self._meter().start()
+        try:
+            self._call_ranks("load_shared_state", global_ref[0])
+            metrics = only_scalars(self._call_ranks("evaluate")[0])
+            self._add_footprint(meter.stop())
+            return metrics
+        except Exception as err:  # noqa: BLE001
+            if not _is_worker_failure(err):
+                raise
+            self._restart_workers(global_ref[0])
+            return {}
+
+    def save(self, round_number: int) -> str:
+        """Checkpoint the full client state (private parameters, optimizer) in this client's folder."""
+        target = self.folder / f"round_{round_number:05d}"
+        if target.exists():
+            shutil.rmtree(target)
+        self._call_ranks("save_checkpoint", str(target))
+        previous, self.last_checkpoint = self.last_checkpoint, target
+        if previous is not None and previous != target and previous.exists():
+            shutil.rmtree(previous, ignore_errors=True)  # only the last completed round is needed
+        return str(target)
+
+    def restore(self, round_number: int | None, global_state: dict[str, np.ndarray] | None) -> None:
+        """Resume: load this client's checkpoint of round `round_number` (None: it has none yet), then
+        the global model."""
+        if round_number is not None:
+            target = self.folder / f"round_{round_number:05d}"
+            self._call_ranks("load_checkpoint", str(target))
+            self.last_checkpoint = target
+        if global_state is not None:
+            self._call_ranks("load_shared_state", global_state)
+
+    def _meter(self):
+        from crossfed.federation.footprint import ResourceMeter
+
+        per_worker = self.cluster.gpus_per_worker or self.cluster.cpus_per_worker
+        return ResourceMeter(devices=self.cluster.workers * per_worker)
+
+    def _add_footprint(self, meter) -> dict[str, float]:
+        """Add one metered call to the totals; its metrics (device_hours, energies where measured)."""
+        metrics = meter.as_metrics()
+        for key, value in metrics.items():
+            self.footprint_totals[key] = self.footprint_totals.get(key, 0.0) + value
+        return metrics
+
+    def footprint(self) -> dict[str, float]:
+        """This client's device-hours (and energy where the hardware reports it) so far."""
+        return dict(self.footprint_totals)
+
+    def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        if self.workers is not None:
+            self.workers.shutdown()
+        if self.given_placement_group is None and self.placement_group is not None:
+            remove_placement_group(self.placement_group)
+
+
+def client_actor_class():
+    """The Ray actor class; tiny (no CPU) and pinned with the node-group label like its workers."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_concurrency=2)(FederationClient)
