@@ -1,0 +1,214 @@
+"""Fine-tuning: signal vs background (ttH vs tt̄) on a given number of labelled events.
+
+The pre-trained backbone and the experiment's adapter are loaded into a classifier, trained on a balanced
+subset of the labelled training split (the data-efficiency ladder: 10^2 ... 10^5 events) and scored on the
+test split, which never overlaps the training events. Small, so one process and plain torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossfed.config import RunConfig
+from crossfed.data.events import EventBatch
+from crossfed.errors import CrossfedError
+from crossfed.train.metrics import classification_metrics, roc_curve
+from crossfed.train.trainer import resolve_device
+
+
+class FinetuneMetrics(dict):
+    """Scalar metrics (auc, rejection_at_0.3, rejection_at_0.5, accuracy, ...) with the ROC curve as
+    `.fpr` / `.tpr` arrays, kept out of the dict so the dict can be logged as it is."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+
+
+def load_labelled_events(config: RunConfig, experiment: str) -> EventBatch:
+    """Signal (label 1) and background (label 0) events of the experiment's `finetune` datasets."""
+    from crossfed.data import load_dataset
+
+    if experiment not in config.experiments:
+        raise CrossfedError(f"unknown experiment {experiment!r}; configured: {', '.join(config.experiments)}")
+    settings = config.experiments[experiment]
+    if settings.finetune is None:
+        raise CrossfedError(f"experiments.{experiment}.finetune: no signal/background datasets configured")
+    signal = load_dataset(settings.finetune.signal, settings.data_schema, config.data).with_labels(1)
+    background = load_dataset(settings.finetune.background, settings.data_schema, config.data).with_labels(0)
+    return EventBatch.concat([signal, background])
+
+
+def read_state(source: str | Path | dict) -> dict[str, torch.Tensor]:
+    """A model state from a dict or a file (torch .pt/.pth or numpy .npz) as float tensors."""
+    if not isinstance(source, dict):
+        path = Path(source)
+        if not path.is_file():
+            raise CrossfedError(f"{path}: no such checkpoint file")
+        try:
+            if path.suffix == ".npz":
+                with np.load(path) as arrays:
+                    source = {name: arrays[name] for name in arrays.files}
+            else:
+                source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise CrossfedError(f"{path}: not a readable model state ({type(err).__name__}: {err})") from None
+        if not isinstance(source, dict):
+            raise CrossfedError(f"{path}: expected a mapping of parameter names to tensors")
+    return {name.removeprefix("module.").removeprefix("model."): torch.as_tensor(np.asarray(value))
+            for name, value in source.items()}
+
+
+def load_pretrained(model, state: dict[str, torch.Tensor], experiment: str, where: str) -> None:
+    """Copy backbone and this experiment's adapter into `model`; pre-training heads are not needed."""
+    own = model.state_dict()
+    wanted = [name for name in own if name.startswith(("backbone.", f"adapters.{experiment}."))]
+    missing_backbone = [n for n in wanted if n.startswith("backbone.") and n not in state]
+    if missing_backbone:
+        raise CrossfedError(f"{where}: no backbone parameters such as {missing_backbone[0]!r} "
+                            "(is it a crossfed model state?)")
+    if not any(n in state for n in wanted if n.startswith("adapters.")):
+        warnings.warn(f"{where}: no adapter for {experiment!r}; its adapter starts untrained", stacklevel=3)
+    for name in wanted:
+        if name not in state:
+            continue
+        if tuple(state[name].shape) != tuple(own[name].shape):
+            raise CrossfedError(f"{where}: {name} has shape {tuple(state[name].shape)}, the configured model "
+                                f"{tuple(own[name].shape)} (model settings differ from pre-training)")
+        own[name] = state[name].to(own[name].dtype)
+    model.load_state_dict(own)
+
+
+def balanced_subset(labels: np.ndarray, candidates: np.ndarray, count: int, seed: int, experiment: str) -> np.ndarray:
+    """`count` events from `candidates`, half signal and half background, drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    per_class = [count - count // 2, count // 2]  # signal gets the odd one
+    chosen = []
+    for label, wanted in zip((1, 0), per_class):
+        pool = candidates[labels[candidates] == label]
+        if len(pool) < wanted:
+            raise CrossfedError(
+                f"experiment {experiment}: {count} labelled events need {wanted} "
+                f"{'signal' if label else 'background'} events, the training split has {len(pool)}")
+        chosen.append(rng.choice(pool, size=wanted, replace=False))
+    return rng.permutation(np.concatenate(chosen))
+
+
+def _optimizer(model, config: RunConfig):
+    settings = config.finetune
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    if settings.mode == "frozen":
+        for p in backbone:
+            p.requires_grad_(False)
+        groups = [{"params": rest, "lr": settings.lr}]
+    else:
+        factor = settings.backbone_lr_factor if settings.mode == "lower_lr" else 1.0
+        groups = [{"params": rest, "lr": settings.lr}, {"params": backbone, "lr": settings.lr * factor}]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=settings.lr)
+
+
+@torch.no_grad()
+def _scores(model, events: EventBatch, experiment: str, device: str, batch_size: int) -> np.ndarray:
+    model.eval()
+    scores = []
+    for start in range(0, len(events), batch_size):
+        part = events.take(slice(start, start + batch_size))
+        logits = model.classify(*_tensors(part, device), experiment)
+        scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(scores)
+
+
+def _tensors(events: EventBatch, device: str):
+    return (torch.as_tensor(events.features, device=device),
+            torch.as_tensor(events.types.astype(np.int64), device=device),
+            torch.as_tensor(events.mask, device=device))
+
+
+def finetune(config: RunConfig, experiment: str, labelled_events: int,
+             pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None) -> FinetuneMetrics:
+    """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
+
+    `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`;
+    None trains from scratch. `data`: labelled events (labels 1 = signal) instead of the config's datasets.
+    The best epoch on the validation split is kept. Returns test-set metrics and the ROC curve.
+    """
+    from crossfed.model import build_model
+
+    settings = config.finetune
+    events = data if data is not None else load_labelled_events(config, experiment)
+    if events.labels is None:
+        raise CrossfedError(f"experiment {experiment}: fine-tuning needs labelled events")
+    train, validation, test = split_indices_checked(events, config, experiment)
+    chosen = balanced_subset(events.labels, train, labelled_events, config.seed, experiment)
+
+    device = resolve_device(config.training.device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, [experiment], tasks=[])
+    if pretrained_state is not None:
+        where = str(pretrained_state) if not isinstance(pretrained_state, dict) else "pre-trained state"
+        load_pretrained(model, read_state(pretrained_state), experiment, where)
+    model.add_classifier(2)
+    model.to(device)
+    optimizer = _optimizer(model, config)
+
+    train_events, validation_events = events.take(chosen), events.take(validation)
+    batch_size = min(settings.batch_size, len(chosen))
+    order_rng = np.random.default_rng(config.seed)
+    max_steps = settings.max_steps or float("inf")
+    best_loss, best_state, steps = float("inf"), None, 0
+    for _ in range(settings.epochs):
+        model.train()
+        order = order_rng.permutation(len(train_events))
+        for start in range(0, len(order), batch_size):
+            batch = train_events.take(order[start:start + batch_size])
+            logits = model.classify(*_tensors(batch, device), experiment)
+            loss = F.cross_entropy(logits.float(), torch.as_tensor(batch.labels, device=device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps >= max_steps:
+                break
+        if not torch.isfinite(loss):
+            raise CrossfedError(f"experiment {experiment}: fine-tuning loss became {float(loss)} "
+                                "(lower finetune.lr)")
+        validation_loss = _validation_loss(model, validation_events, experiment, device, settings.batch_size)
+        if validation_loss < best_loss:
+            best_loss, best_state = validation_loss, copy.deepcopy(model.state_dict())
+        if steps >= max_steps:
+            break
+    model.load_state_dict(best_state)
+
+    test_events = events.take(test)
+    scores = _scores(model, test_events, experiment, device, settings.batch_size)
+    result = FinetuneMetrics(classification_metrics(test_events.labels, scores))
+    result.fpr, result.tpr, _ = roc_curve(test_events.labels, scores)
+    result.update(labelled_events=labelled_events, test_events=len(test), validation_loss=best_loss, steps=steps)
+    return result
+
+
+def _validation_loss(model, events: EventBatch, experiment: str, device: str, batch_size: int) -> float:
+    scores = _scores(model, events, experiment, device, batch_size).clip(1e-7, 1 - 1e-7)
+    labels = events.labels
+    return float(-np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores)))
+
+
+def split_indices_checked(events: EventBatch, config: RunConfig, experiment: str):
+    """Train/validation/test split of the labelled events; validation and test must hold both classes."""
+    from crossfed.data import split_indices
+
+    train, validation, test = split_indices(len(events), config.data.validation_fraction,
+                                            config.data.test_fraction, config.data.split_seed)
+    for name, part in (("validation", validation), ("test", test)):
+        if len(np.unique(events.labels[part])) < 2:
+            raise CrossfedError(f"experiment {experiment}: the {name} split ({len(part)} events) lacks signal or "
+                                f"background; use more events or a larger data.{name}_fraction")
+    return train, validation, test

@@ -1,0 +1,92 @@
+"""Fine-tuning a tiny model on generated tt̄H vs tt̄, loading pre-trained states, and the CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from crossfed.errors import CrossfedError
+from crossfed.train.finetune import finetune, load_labelled_events, split_indices_checked
+
+# ~600 generated events: 45% train (240 balanced labelled), 15% validation, 40% test (~240 events).
+DATA = {"validation_fraction": 0.15, "test_fraction": 0.4}
+FINETUNE = {"epochs": 15, "lr": 0.003, "batch_size": 64, "mode": "full"}
+
+
+def test_finetuned_tiny_model_separates_tth_from_ttbar(make_config):
+    config = make_config(finetune=FINETUNE, data=DATA)
+    events = load_labelled_events(config, "cms")
+    metrics = finetune(config, "cms", 240, None, data=events)
+    # Measured 0.81-0.85 over seeds 0-3 (240 labelled events, 15 epochs); chance is 0.5.
+    assert metrics["auc"] >= 0.7, metrics
+    assert metrics["labelled_events"] == 240 and metrics["test_events"] == int(0.4 * len(events))
+    assert len(metrics.fpr) == len(metrics.tpr) and metrics.tpr[-1] == 1.0
+    assert metrics["rejection_at_0.3"] >= metrics["rejection_at_0.5"] > 1.0
+
+
+def test_training_events_never_overlap_the_test_split(make_config):
+    config = make_config(data=DATA)
+    events = load_labelled_events(config, "cms")
+    train, validation, test = split_indices_checked(events, config, "cms")
+    assert not set(train) & set(test) and not set(validation) & set(test)
+    with pytest.raises(CrossfedError, match="training split has"):
+        finetune(config, "cms", 10_000, None, data=events)
+
+
+def test_pretrained_state_is_loaded_and_mismatches_are_user_errors(make_config, tmp_path):
+    from crossfed.model import build_model
+
+    config = make_config(finetune={**FINETUNE, "epochs": 1, "mode": "frozen"}, data=DATA)
+    events = load_labelled_events(config, "cms")
+    torch.manual_seed(7)
+    pretrained = build_model(config.model, ["cms"], ["replaced_object"])
+    path = tmp_path / "pretrained.pt"
+    torch.save(pretrained.state_dict(), path)
+    metrics = finetune(config, "cms", 100, path, data=events)
+    assert 0.0 <= metrics["auc"] <= 1.0
+
+    wider = make_config(data=DATA).model.model_copy(update={"dim": 64})
+    other = build_model(wider, ["cms"], ["replaced_object"])
+    with pytest.raises(CrossfedError, match="shape"):
+        finetune(config, "cms", 100, {k: v.numpy() for k, v in other.state_dict().items()}, data=events)
+    with pytest.raises(CrossfedError, match="no backbone"):
+        finetune(config, "cms", 100, {"heads.x": np.zeros(3)}, data=events)
+    with pytest.raises(CrossfedError, match="no such checkpoint"):
+        finetune(config, "cms", 100, tmp_path / "missing.pt", data=events)
+
+
+def test_frozen_mode_keeps_the_backbone(make_config):
+    """In frozen mode the backbone is not trained: a huge lr still leaves it unchanged (checked via a hook)."""
+    from crossfed.train import finetune as finetune_module
+
+    config = make_config(finetune={**FINETUNE, "epochs": 1, "mode": "frozen"}, data=DATA)
+    seen = {}
+    original = finetune_module._optimizer
+
+    def spy(model, cfg):
+        seen["model"] = model
+        seen["backbone"] = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.")}
+        return original(model, cfg)
+
+    finetune_module._optimizer = spy
+    try:
+        finetune(config, "cms", 100, None, data=load_labelled_events(config, "cms"))
+    finally:
+        finetune_module._optimizer = original
+    after = seen["model"].state_dict()
+    assert all(torch.equal(after[k], v) for k, v in seen["backbone"].items())
+
+
+def test_cli_prints_the_ladder_table(make_config, tmp_path):
+    config = make_config(finetune={**FINETUNE, "epochs": 1}, data=DATA)
+    path = tmp_path / "run.yaml"
+    path.write_text(config.to_yaml())
+    done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-n", "40", "-n", "80"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "AUC" in done.stdout and "80" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-e", "lhcb"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown experiment" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
