@@ -60,7 +60,8 @@ def ray_connection():
     if ray.is_initialized():
         yield
         return
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
+    # "local": a new embedded Ray; a bare ray.init() would join any Ray already running on the machine.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -108,22 +109,26 @@ def run_federation(
     placement_group=None,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    register_model: bool = True,
 ) -> FederationResult:
     """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint under output_dir/<run id>/.
 
     `resume`: a run id or name whose last completed round to continue from. `on_round(round_number,
     record)` is called after every completed round with its scalar record. `placement_group`: run the
     clients' workers in this group's bundles (in client order; a Tune trial's own bundle 0 is skipped)
-    instead of one group per client.
+    instead of one group per client. `register_model=False` logs the final model without registering a
+    version (a sweep registers only its best trial's).
     """
     plan = plan_rounds(config, mode, experiment)
     with ray_connection():
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
-        return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name)
+        return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
+                            register_model)
 
 
-def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name) -> FederationResult:
+def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
+                 register_model) -> FederationResult:
     import mlflow
 
     with tracking_run(config, mode, resume, parent_run_id, run_name) as run:
@@ -140,7 +145,7 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
             _stop_driver(driver)
         for client, footprint in final["footprints"].items():
             mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
-        _log_final_model(config, run_id, final["global_state_path"])
+        _log_final_model(config, run_id, final["global_state_path"], register_model)
         return FederationResult(run_id, str(run_dir), final["global_state_path"], history)
 
 
@@ -199,11 +204,25 @@ def _run_rounds(driver, plan: RoundPlan, on_round) -> list[dict]:
     return history
 
 
-def _log_final_model(config: RunConfig, run_id: str, global_state_path: str) -> None:
-    from crossfed import tracking
+FINAL_MODEL_ARTIFACT = "model"
 
-    tracking.log_state_dict(load_state(global_state_path), "model")
-    version = tracking.register_model(run_id, "model", config.tracking.registered_model)
+
+def _log_final_model(config: RunConfig, run_id: str, global_state_path: str, register: bool) -> None:
     import mlflow
 
-    mlflow.set_tag("crossfed.model_version", version)
+    from crossfed import tracking
+
+    tracking.log_state_dict(load_state(global_state_path), FINAL_MODEL_ARTIFACT)
+    if register:
+        version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, config.tracking.registered_model)
+        mlflow.set_tag("crossfed.model_version", version)
+
+
+def round_metric_names(config: RunConfig) -> list[str]:
+    """The global metrics every round reports, whatever the clients: what a sweep may optimise."""
+    from crossfed.tasks import get_task
+
+    names = ["global/val_loss"]
+    for task in config.training.tasks:
+        names += [f"global/val_{task}/{metric}" for metric in get_task(task).metrics]
+    return names + ["bytes/sent", "bytes/received", "time/local_compute_s", "time/transfer_s", "time/aggregation_s"]

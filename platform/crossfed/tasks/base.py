@@ -15,6 +15,7 @@ from torch import nn
 
 class Task(ABC):
     name: str
+    metrics: tuple[str, ...]  # the keys of the metrics dict that loss() returns
 
     @abstractmethod
     def head(self, dim: int) -> nn.Module:

@@ -15,6 +15,7 @@ from crossfed.tasks.base import Task, masked_mean, uniform
 
 class MaskedRegressionTask(Task):
     name = "masked_regression"
+    metrics = ("loss", "masked_fraction")
 
     def __init__(self, mask_fraction: float = 0.15):
         self.mask_fraction = mask_fraction

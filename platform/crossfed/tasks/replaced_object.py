@@ -38,6 +38,7 @@ def choose_replaced(types: torch.Tensor, mask: torch.Tensor, generator: torch.Ge
 
 class ReplacedObjectTask(Task):
     name = "replaced_object"
+    metrics = ("loss", "accuracy")
 
     def head(self, dim: int) -> nn.Module:
         return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, len(CLASSES)))

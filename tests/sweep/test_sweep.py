@@ -1,0 +1,137 @@
+"""Sweeps of whole federations with Ray Tune: validation before any trial, ASHA, MLflow, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from crossfed.errors import CrossfedError
+from crossfed.sweep import Sweep
+
+
+def base_config(tmp_path: Path, samples) -> Path:
+    config = {
+        "name": "sweep-base",
+        "output_dir": str(tmp_path / "runs"),
+        "experiments": {
+            name: {
+                "schema": schema,
+                "pretrain": {"files": [str(samples[name]["ttbar"])]},
+                "cluster": {"workers": 1, "cpus_per_worker": 0.5},  # two trials at once on 2 CPUs
+            }
+            for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))
+        },
+        "data": {"cache_dir": str(tmp_path / "cache"), "augment": {"boost": False}},
+        "model": {"preset": "tiny"},
+        "training": {"batch_size": 32, "device": "cpu", "eval_batches": 2},
+        "federation": {"rounds": 3, "local_steps": 3, "min_clients": 2},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "sweeps"},
+    }
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep_file(tmp_path: Path, **changes) -> Path:
+    spec = {
+        "base": "base.yaml",
+        "metric": "global/val_loss",
+        "mode": "min",
+        "algorithm": "grid",
+        "max_concurrent": 2,
+        # Good learning rates first: ASHA compares later trials with them at round 1 and stops the bad ones.
+        "space": {"training.lr": {"grid": [0.3, 0.2, 1e-7, 1e-8]}},
+        "asha": {"grace_period": 1, "reduction_factor": 2},
+    }
+    spec.update(changes)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"space": {"federation.strategy.server_lrr": {"choice": [0.1]}}}, "did you mean 'federation.strategy.server_lr'"),
+        ({"space": {"federation.rounds.x": 1}}, "is a value, not a section"),
+        ({"space": {}}, "space"),
+        ({"metric": "global/val_los"}, "is not reported by any trial (did you mean 'global/val_loss'?)"),
+        ({"space": {"federation.strategy.name": {"choice": ["fedavg", "fedbest"]}}}, "'fedbest' is not a valid setting"),
+        ({"space": {"training.lr": {"loguniform": [0, 1]}}}, "positive low end"),
+        ({"space": {"experiments.lhcb.cluster.workers": {"choice": [1]}}}, "no experiment 'lhcb'"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_any_trial(tmp_path, samples, changes, message):
+    base_config(tmp_path, samples)
+    with pytest.raises(CrossfedError) as err:
+        Sweep(sweep_file(tmp_path, **changes))
+    assert message in str(err.value)
+
+
+def test_cli_check_gives_one_line_and_exit_2(tmp_path, samples):
+    base_config(tmp_path, samples)
+    bad = sweep_file(tmp_path, space={"federation.stratgy.name": {"choice": ["fedavg"]}})
+    result = subprocess.run([sys.executable, "-m", "crossfed", "sweep", str(bad), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown hyperparameter 'federation.stratgy.name'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _finished_federations(runs: Path) -> int:
+    return len(list(runs.glob("*/global_final.npz"))) if runs.exists() else 0
+
+
+def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
+    base_config(tmp_path, samples)
+    spec = sweep_file(tmp_path)
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "crossfed", "sweep", str(spec)]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while _finished_federations(tmp_path / "runs") < 1 and first.poll() is None and time.time() < deadline:
+        time.sleep(1)
+    assert first.poll() is None, f"the sweep ended before it could be interrupted:\n{first.stdout.read()}"
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, output
+    assert "crossfed sweep --resume" in output
+    finished_before = _finished_federations(tmp_path / "runs")
+    assert finished_before < 4
+
+    second = subprocess.run(command[:4] + ["--resume", str(spec)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "best configuration" in second.stdout
+
+    best = tmp_path / "runs" / "sweeps" / "sweep" / "best.yaml"
+    from crossfed.config import load_config
+
+    assert load_config(best).training.lr in (0.3, 0.2)
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweeps")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("crossfed.mode") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1
+    assert len(children) == 4, "an interrupted trial must continue its own federation run, not start a new one"
+    rounds = sorted(len(client.get_metric_history(r.info.run_id, "global/val_loss")) for r in children)
+    assert rounds[-1] == 3, rounds
+    assert rounds[0] < 3, f"ASHA stopped no trial early: rounds per trial {rounds}"
+    assert "crossfed.sweep.best_model_version" in client.get_run(parents[0].info.run_id).data.tags
+    versions = client.search_model_versions("name = 'crossfed-foundation'")
+    assert len(versions) == 1, "only the best trial's model is registered"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("tuning").glob("*.yaml")), ids=str)
+def test_shipped_sweeps_are_valid(path):
+    sweep = Sweep(path)
+    assert sweep.spec.space and sweep.param_space()
