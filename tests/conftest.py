@@ -58,3 +58,14 @@ def samples() -> dict[str, dict[str, Path]]:
             finally:
                 shutil.rmtree(building, ignore_errors=True)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ; keep one test's store from the next."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

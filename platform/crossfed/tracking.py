@@ -11,7 +11,6 @@ import contextlib
 import glob
 import hashlib
 import json
-import os
 import re
 import sys
 import tempfile
@@ -31,9 +30,12 @@ CHUNK_BYTES = 1 << 20
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    """`tracking.uri` as given, else $MLFLOW_TRACKING_URI (set in the chart's pods), else the embedded
-    SQLite store `mlflow.db` in the working directory."""
-    return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    """`tracking.uri` as given, or the embedded SQLite store `mlflow.db` in the working directory.
+
+    MLFLOW_TRACKING_URI is deliberately not consulted: mlflow.set_tracking_uri() writes it into the
+    process environment, so it would carry one run's store over to the next config in the same process.
+    """
+    return cfg.uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
