@@ -172,8 +172,9 @@ def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[di
         return result
 
     def model_states(result, client_of: dict[str, str]) -> dict[str, dict]:
-        shared = load_state(result.global_state_path)
-        return {e: client_adapter(result.run_dir, client_of[e], e) | shared for e in client_of}
+        # Each client's exported model: the global shared parameters plus its private adapter, which the
+        # backbone was trained with (fine-tuning takes the backbone and the experiment's adapter from it).
+        return {e: load_state(result.client_models[client_of[e]]) for e in client_of}
 
     console.print("[bold]pre-training[/] (self-supervised: which object was replaced?)")
     states = {"federated": model_states(pretrain("federated"), {e: e for e in experiments})}
@@ -181,24 +182,6 @@ def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[di
     states["centralized"] = model_states(pretrain("centralized"), dict.fromkeys(experiments, "centralized"))
     states["scratch"] = dict.fromkeys(experiments)
     return states, histories
-
-
-def client_adapter(run_dir: str, client: str, experiment: str) -> dict:
-    """The experiment's input adapter (parameters and normaliser buffers) from the client's last checkpoint.
-
-    Adapters are private in the federation, so they are not in the global state; fine-tuning must still
-    start from the adapter the backbone was trained with, or federated pre-training would be judged with an
-    untrained adapter. Reads DeepSpeed's ZeRO 0-2 module file; at ZeRO-3 (partitioned) nothing is found
-    and fine-tuning warns that the adapter starts untrained."""
-    import torch
-
-    checkpoints = sorted((Path(run_dir) / "clients" / client).glob("round_*/client/mp_rank_00_model_states.pt"))
-    if not checkpoints:
-        return {}
-    module = torch.load(checkpoints[-1], map_location="cpu", weights_only=False)["module"]
-    prefix = f"model.adapters.{experiment}."
-    return {name.removeprefix("model."): tensor.numpy() for name, tensor in module.items()
-            if name.startswith(prefix) and tensor.numel() > 0}
 
 
 # --- 3. fine-tuning -------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, PositiveInt, ValidationError
 
 from crossfed.config import RunConfig, apply_overrides, config_from_dict, load_config, read_yaml
@@ -94,7 +93,7 @@ class Sweep:
             )
         if self.spec.algorithm == "optuna":
             try:
-                import optuna  # noqa: F401
+                import optuna  # noqa: F401 - only whether it is installed
             except ImportError:
                 raise CrossfedError(f"{self.path}: algorithm 'optuna' needs `pip install optuna`") from None
             if any(_kind(d) == "grid" for d in self.spec.space.values()):
@@ -365,8 +364,6 @@ class SweepResult:
 
 
 def _finish(sweep: Sweep, results, parent_run_id: str, experiment_dir: Path) -> SweepResult:
-    from crossfed import tracking
-
     rows = []
     for result in results:
         metrics = result.metrics or {}

@@ -14,7 +14,7 @@ def test_same_seed_same_events_for_any_worker_count(tmp_path, monkeypatch):
     monkeypatch.setattr(core, "CHUNK_EVENTS", 4)  # 8 events -> 2 chunks, spread over 2 spawned workers
     one = core.generate("ttbar", "atlas", 8, 7, tmp_path / "one.root", workers=1, progress=False)
     two = core.generate("ttbar", "atlas", 8, 7, tmp_path / "two.root", workers=2, progress=False)
-    other = core.generate("ttbar", "atlas", 4, 8, tmp_path / "other.root", workers=1, progress=False)
+    core.generate("ttbar", "atlas", 4, 8, tmp_path / "other.root", workers=1, progress=False)  # another seed
     assert one["workers"] == 1 and two["workers"] == 2
     a, b = _arrays(tmp_path / "one.root", "mini"), _arrays(tmp_path / "two.root", "mini")
     assert len(a) == len(b) == 8

@@ -13,7 +13,6 @@ import glob
 import os
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import awkward as ak
 import numpy as np

@@ -161,6 +161,16 @@ class FederationClient:
             shutil.rmtree(previous, ignore_errors=True)  # only the last completed round is needed
         return str(target)
 
+    def export_model(self) -> str:
+        """Write this client's full model - the global shared parameters it holds after the last round, its
+        private ones and the adapter normalisers - into its own folder: what fine-tuning at its site starts
+        from."""
+        from crossfed.federation.result import save_state
+
+        path = self.folder / "final_model.npz"
+        save_state(path, self._call_ranks("model_state")[0])
+        return str(path)
+
     def restore(self, round_number: int | None, global_state: dict[str, np.ndarray] | None) -> None:
         """Resume: load this client's checkpoint of round `round_number` (None: it has none yet), then
         the global model."""

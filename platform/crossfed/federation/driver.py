@@ -314,18 +314,20 @@ class FederationDriver:
 
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
-        """Write the final global state; return its path and each client's footprint."""
+        """Write the final global state and have each client export its full model; return their paths
+        and each client's footprint."""
         import ray
 
         path = self.run_dir / "global_final.npz"
         save_state(path, self.global_state)
+        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()}
         footprints = {}
         for name, client in self.clients.items():
             try:
                 footprints[name] = ray.get(client.footprint.remote())
             except Exception as err:  # noqa: BLE001 - a footprint is reported "where available"
                 log.info("no footprint from %s: %s", name, err)
-        return {"global_state_path": str(path), "footprints": footprints}
+        return {"global_state_path": str(path), "client_models": client_models, "footprints": footprints}
 
     def shutdown(self) -> None:
         import ray

@@ -27,6 +27,8 @@ class FederationResult:
     run_dir: str
     global_state_path: str
     history: list[dict] = field(default_factory=list)  # one record of scalar metrics per completed round
+    # client name -> its full final model (.npz: shared + private parameters + buffers), at the client's site
+    client_models: dict[str, str] = field(default_factory=dict)
 
 
 def save_state(path: Path, state: dict[str, np.ndarray]) -> None:

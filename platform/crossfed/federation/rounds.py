@@ -146,7 +146,7 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
         for client, footprint in final["footprints"].items():
             mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
         _log_final_model(config, run_id, final["global_state_path"], register_model)
-        return FederationResult(run_id, str(run_dir), final["global_state_path"], history)
+        return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
 
 
 def _check_node_groups(plan: RoundPlan) -> None:
