@@ -9,6 +9,7 @@ starting Ray and DeepSpeed ranks is what costs time here.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +156,16 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
         assert (run_dir / "clients" / name / "round_00003").is_dir()
         assert not (run_dir / "clients" / name / "round_00002").exists()
 
+    # each client exports its full model at its own site: the global shared parameters plus its own adapter
+    global_state = load_state(result.global_state_path)
+    for name in SCHEMAS:
+        exported = load_state(result.client_models[name])
+        assert Path(result.client_models[name]).parent == run_dir / "clients" / name
+        adapters = {k.split(".")[1] for k in exported if k.startswith("adapters.")}
+        assert adapters == {name}, "a client holds only its own adapter"
+        for key, value in global_state.items():
+            np.testing.assert_array_equal(exported[key], value, err_msg=key)
+
     # MLflow: one parent run with the config, the per-round metrics, tags, the model artifact and version
     client = mlflow.MlflowClient(config.tracking.uri)
     run = client.get_run(result.run_id)
@@ -222,3 +233,27 @@ def test_retried_round_and_resume_after_driver_death_both_equal_a_clean_run(clus
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert resumed.history[-1]["global/val_loss"] == reference.history[-1]["global/val_loss"]
+
+
+def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_goes_on(cluster, samples, tmp_path):
+    import ray
+
+    from crossfed.federation import run_federation
+
+    config = make_config(samples, tmp_path, rounds=3, min_clients=1, round_timeout_s=8.0)
+
+    def on_round(round_number: int, record: dict) -> None:
+        if round_number == 1:
+            # Every atlas rank is kept busy for 20 s (sleeping, so cms is not slowed) ahead of round 2's
+            # training: atlas becomes a straggler.
+            atlas = ray.get(running_driver().client_handles.remote())["atlas"]
+            for worker in ray.get(atlas.worker_actors.remote()):
+                worker.__ray_call__.remote(lambda _actor: time.sleep(20))
+
+    started = time.monotonic()
+    result = run_federation(config, on_round=on_round, run_name="straggler-test")
+    rounds = {record["round"]: record for record in result.history}
+    assert len(rounds) == 3
+    assert rounds[2]["clients/updated"] == 1 and rounds[2]["clients/dropped"] == 1
+    assert "client/cms/train_loss" in rounds[2] and "client/atlas/train_loss" not in rounds[2]
+    assert time.monotonic() - started < 300

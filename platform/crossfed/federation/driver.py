@@ -45,6 +45,22 @@ class RoundPlan:
     federated: bool  # False: a baseline — one client, its state is taken as is (no strategy, DP, FedProx)
 
 
+def wait_until(refs: list, timeout_s: float) -> tuple[list, list]:
+    """The refs that are ready within `timeout_s`, and the rest.
+
+    One at a time: a single ray.wait(num_returns=len(refs), timeout=...) was seen here to return none
+    at the timeout although some had long been ready.
+    """
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    done, pending = [], list(refs)
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
+        done += ready
+    return done, pending
+
+
 def first_worker_bundle(placement_group, plan: RoundPlan) -> int:
     """Index of the first worker bundle in a caller's placement group: 1 when it has one bundle more
     than the clients have workers (a Tune trial's own bundle 0), else 0."""
@@ -195,7 +211,7 @@ class FederationDriver:
             ): name
             for name in sampled
         }
-        done, stragglers = ray.wait(list(futures), num_returns=len(futures), timeout=fed.round_timeout_s)
+        done, stragglers = wait_until(list(futures), fed.round_timeout_s)
         fit_wall_s = time.perf_counter() - started
         payloads, dropped = {}, {}
         for ref in done:
@@ -278,7 +294,7 @@ class FederationDriver:
         import ray
 
         futures = {self.clients[name].evaluate.remote([global_ref]): name for name in self._idle_clients()}
-        done, _ = ray.wait(list(futures), num_returns=len(futures), timeout=self.config.federation.round_timeout_s)
+        done, _ = wait_until(list(futures), self.config.federation.round_timeout_s)
         return {futures[ref]: ray.get(ref) for ref in done}
 
     def _metric_record(self, payloads: dict, evaluations: dict) -> dict[str, float]:
