@@ -122,3 +122,34 @@ def test_bad_experiment_is_a_user_error(make_config):
 
     with pytest.raises(CrossfedError, match="unknown experiment"):
         LocalTrainer(make_config(), ["lhcb"])  # checked before any process group or engine is built
+
+
+def test_bf16_trains_and_keeps_an_exact_fp32_shared_state(make_config, local_ray):
+    """A bf16 engine (ZeRO-2) trains with finite losses; the shared state it reads and writes is the fp32
+    master copy, so a round trip is exact. (fp16 needs a GPU: DeepSpeed's CPU accelerator lacks it.)"""
+    config = make_config(training={"precision": "bf16", "zero_stage": 2, "lr": 0.01})
+    group = WorkerGroup(config, ["cms"], num_workers=1)
+    try:
+        metrics = group.call("train", 3)[0]
+        assert np.isfinite(metrics["loss"]), metrics
+        state = group.call("shared_state", ["backbone", "heads"])[0]
+        assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in state.values())
+        shifted = {k: v + np.float32(0.125) for k, v in state.items()}
+        group.call("load_shared_state", shifted)
+        back = group.call("shared_state", ["backbone", "heads"])[0]
+        for key in state:
+            np.testing.assert_array_equal(back[key], shifted[key], err_msg=key)
+    finally:
+        group.shutdown()
+
+
+def test_fp16_on_a_device_without_it_is_a_one_line_user_error(make_config):
+    from deepspeed.accelerator import get_accelerator
+
+    from crossfed.train.deepspeed_config import deepspeed_config
+
+    if get_accelerator().is_fp16_supported():
+        pytest.skip("this device trains in fp16")
+    config = make_config(training={"precision": "fp16"})
+    with pytest.raises(CrossfedError, match="training.precision: fp16 is not supported by DeepSpeed on this device"):
+        deepspeed_config(config.training, world_size=1)

@@ -22,7 +22,21 @@ def micro_batch_size(training: TrainingConfig, world_size: int) -> int:
     return training.batch_size // per_step_passes
 
 
+def check_precision(training: TrainingConfig) -> None:
+    """Refuse, in one line, a precision this machine's DeepSpeed accelerator cannot train in."""
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    supported = {"fp32": True, "fp16": accelerator.is_fp16_supported(), "bf16": accelerator.is_bf16_supported()}
+    if not supported[training.precision]:
+        raise CrossfedError(
+            f"training.precision: {training.precision} is not supported by DeepSpeed on this device "
+            f"({accelerator.device_name()}); use {' or '.join(p for p, ok in supported.items() if ok)}"
+        )
+
+
 def deepspeed_config(training: TrainingConfig, world_size: int) -> dict:
+    check_precision(training)
     micro = micro_batch_size(training, world_size)
     return {
         "train_micro_batch_size_per_gpu": micro,
