@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PositiveInt, ValidationError
 
-from crossfed.config import RunConfig, apply_overrides, config_from_dict, load_config, read_yaml
+from crossfed.config import (
+    RunConfig, apply_overrides, config_from_dict, describe_validation_error, load_config, read_yaml,
+)
 from crossfed.config.base import Section
 from crossfed.errors import CrossfedError
 from crossfed.federation.rounds import FINAL_MODEL_ARTIFACT
@@ -60,10 +62,7 @@ class Sweep:
         try:
             self.spec = SweepSpec.model_validate(raw)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-            raise CrossfedError(f"{self.path}: {where}: {msg}") from None
+            raise CrossfedError(describe_validation_error(err, str(self.path))) from None
         self.name = self.spec.name or self.path.stem
         base_path = self.path.parent / self.spec.base
         base = load_config(base_path, self.spec.overrides or None)

@@ -27,6 +27,7 @@ __all__ = [
     "AugmentConfig", "ClusterConfig", "DataConfig", "DatasetConfig", "ExperimentConfig", "FederationConfig",
     "FinetuneConfig", "LabelledConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "StrategyConfig",
     "TrackingConfig", "TrainingConfig", "load_config", "config_from_dict", "apply_overrides",
+    "describe_validation_error", "read_yaml",
 ]
 
 
@@ -55,7 +56,8 @@ class RunConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def describe_validation_error(err: ValidationError, source: str) -> str:
+    """Every problem as `source: key.path: message`, for any crossfed YAML file (config, sweep, recipe)."""
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -64,7 +66,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         else:
             msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {path}: {msg}")
-    return "invalid configuration\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+    return f"{len(lines)} problems\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
 
 
 def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
@@ -73,7 +75,7 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise CrossfedError(_format_validation_error(err, source)) from None
+        raise CrossfedError(describe_validation_error(err, source)) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:

@@ -44,17 +44,14 @@ class Recipe(_Strict):
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    from crossfed.config import read_yaml
+    from crossfed.config import describe_validation_error, read_yaml
     from crossfed.generate.processes import PROCESSES
 
     raw = read_yaml(path)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise CrossfedError(f"{path}: {where}: {message}") from None
+        raise CrossfedError(describe_validation_error(err, str(path))) from None
     named = [*(recipe.collision_data.processes if recipe.collision_data else [])]
     named += [p for task in recipe.labelled.values() for p in (task.signal, task.background)]
     for process in named:
