@@ -26,7 +26,6 @@ from crossfed.config import DatasetConfig, RunConfig, TrackingConfig
 from crossfed.errors import CrossfedError
 
 SOFTWARE = ["crossfed", "torch", "ray", "deepspeed", "mlflow", "uproot"]
-CHUNK_BYTES = 1 << 20
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -76,15 +75,14 @@ def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
 
 
 def fingerprint(files: list[str]) -> str:
-    """First 16 hex digits of a SHA-256 over the files' contents in path order, read in 1 MiB chunks."""
-    import fsspec
+    """First 16 hex digits of a SHA-256 over the files' fingerprints in path order: the tensor cache's
+    (`crossfed.data.cache.file_fingerprint`: local files by content, remote ROOT files by UUID and size)."""
+    from crossfed.data.cache import file_fingerprint
 
     digest = hashlib.sha256()
     for path in files:
-        with fsspec.open(path, "rb") as stream:
-            while chunk := stream.read(CHUNK_BYTES):
-                digest.update(chunk)
-        digest.update(b"\0file\0")  # so a byte moving from one file to the next changes the hash
+        digest.update(file_fingerprint(path).encode())
+        digest.update(b"\0file\0")
     return digest.hexdigest()[:16]
 
 
