@@ -233,11 +233,12 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     from crossfed.federation import run_federation
 
     config = config_from_dict(apply_overrides(base_raw, params), source=source)
-    context = tune.get_context()
-    resume = None
+    trial_id = tune.get_context().get_trial_id()
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
             resume = json.loads((Path(folder) / "federation.json").read_text())["run_id"]
+    else:
+        resume = _unreported_run(config, parent_run_id, trial_id)
 
     def report(round_index: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -251,9 +252,35 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
         on_round=report,
         placement_group=get_current_placement_group(),
         parent_run_id=parent_run_id,
-        run_name=context.get_trial_id(),
+        run_name=trial_id,
         register_model=False,  # the sweep registers its best trial's model only
     )
+
+
+def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str | None:
+    """The trial's federation run from before an interruption that came before its first Tune report.
+
+    A run with a completed round is continued. One without (stopped while its clients were starting)
+    holds nothing worth keeping: it is deleted so that the trial still has exactly one MLflow run.
+    """
+    import mlflow
+
+    from crossfed import tracking
+
+    client = mlflow.MlflowClient(tracking.tracking_uri(config.tracking))
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    if experiment is None:
+        return None
+    earlier = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.run_name = '{trial_id}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in earlier:
+        if (Path(config.output_dir).resolve() / run.info.run_id / "latest").is_file():
+            return run.info.run_id
+        client.delete_run(run.info.run_id)
+    return None
 
 
 def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = None) -> SweepResult:

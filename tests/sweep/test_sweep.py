@@ -131,6 +131,35 @@ def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
     assert len(versions) == 1, "only the best trial's model is registered"
 
 
+def test_trial_interrupted_before_its_first_report_keeps_one_run(tmp_path, samples):
+    """A trial stopped before Tune saw a report finds its own earlier run: continued if it completed a
+    round, deleted if not, so that each trial keeps exactly one MLflow run."""
+    from crossfed import tracking
+    from crossfed.config import load_config
+    from crossfed.sweep import _unreported_run
+
+    config = load_config(base_config(tmp_path, samples))
+    with tracking.start_run(config, "sweep-x", mode="sweep") as parent:
+        parent_id = parent.info.run_id
+
+    def child(trial_id: str, completed_round: bool) -> str:
+        with tracking.start_run(config, trial_id, mode="federated", parent_run_id=parent_id) as run:
+            if completed_round:
+                run_dir = Path(config.output_dir) / run.info.run_id
+                run_dir.mkdir(parents=True)
+                (run_dir / "latest").write_text("1")
+            return run.info.run_id
+
+    started = child("trial_a", completed_round=True)
+    stale = child("trial_b", completed_round=False)
+    assert _unreported_run(config, parent_id, "trial_a") == started
+    assert _unreported_run(config, parent_id, "trial_b") is None
+    assert _unreported_run(config, parent_id, "trial_c") is None
+    client = mlflow.MlflowClient(tracking.tracking_uri(config.tracking))
+    assert client.get_run(stale).info.lifecycle_stage == "deleted"
+    assert client.get_run(started).info.lifecycle_stage == "active"
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("tuning").glob("*.yaml")), ids=str)
 def test_shipped_sweeps_are_valid(path):
     sweep = Sweep(path)
