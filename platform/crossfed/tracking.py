@@ -8,7 +8,6 @@ Imported only by commands that log, so importing mlflow at the top costs `crossf
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import re
@@ -61,17 +60,13 @@ def software_versions() -> dict[str, str]:
 
 
 def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
-    """The dataset's files, sorted; globs expanded; URLs kept as they are."""
-    files = []
-    for entry in dataset.files:
-        if "://" in entry:
-            files.append(entry)
-            continue
-        matches = sorted(glob.glob(entry)) if glob.has_magic(entry) else [entry] if Path(entry).is_file() else []
-        if not matches:
-            raise CrossfedError(f"{where}: no file matches {entry!r}")
-        files.extend(matches)
-    return sorted(set(files))
+    """The dataset's files as the reader expands them (globs, URLs kept), sorted; errors name `where`."""
+    from crossfed.data.reader import expand_files
+
+    try:
+        return sorted(set(expand_files(dataset.files)))
+    except CrossfedError as err:
+        raise CrossfedError(f"{where}: {err}") from None
 
 
 def fingerprint(files: list[str]) -> str:

@@ -118,6 +118,19 @@ def test_unknown_scale_is_one_line_and_exit_2(tmp_path):
     assert not list(tmp_path.iterdir()), "nothing may be written for a rejected command"
 
 
+def test_demo_config_with_missing_data_names_the_dataset_and_exits_2(samples, tmp_path):
+    files = {name: {"pretrain": [str(samples[name]["ttbar"])], "signal": [str(samples[name]["tth"])],
+                    "background": [str(samples[name]["ttbar"])]} for name in demo.DEMO_EXPERIMENTS}
+    files["atlas"]["signal"] = [str(tmp_path / "no-such-tth.root")]
+    config = demo.demo_config(demo.SCALES["ci"], files, tmp_path / "work", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "demo.yaml").write_text(config.to_yaml())
+    done = crossfed("demo", "--config", tmp_path / "demo.yaml", "--workdir", tmp_path / "work", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "experiments.atlas.finetune.signal:" in done.stderr and "no-such-tth.root: no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "work").exists(), "nothing written"
+
+
 @pytest.mark.parametrize("name", list(demo.SCALES))
 def test_every_scale_is_a_valid_study(name, tmp_path):
     """Each scale's recipe and run config validate, and its largest ladder step fits the training split."""

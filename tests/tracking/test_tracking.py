@@ -105,5 +105,5 @@ def test_fingerprint_follows_file_contents(workdir):
     assert after["crossfed.data.atlas.pretrain"] == before["crossfed.data.atlas.pretrain"]
 
     (workdir / "atlas.root").unlink()
-    with pytest.raises(CrossfedError, match="experiments.atlas.pretrain: no file matches"):
+    with pytest.raises(CrossfedError, match=r"experiments.atlas.pretrain: .*atlas.root: no such file"):
         tracking.dataset_fingerprints(config)
