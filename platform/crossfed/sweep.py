@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -283,12 +285,16 @@ def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str
     return None
 
 
-def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = None) -> SweepResult:
+def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = None,
+              trial_tracebacks: bool = False) -> SweepResult:
+    """Run (or with `resume`, continue) the sweep. A failed trial is a row with its one-line reason and
+    error file; `trial_tracebacks` also lets Tune log its whole traceback as it happens."""
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from crossfed import tracking
+    from crossfed.asha import RoundASHA
 
     sweep = Sweep(path)
     storage = sweep.storage_dir()
@@ -303,6 +309,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         )
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+    if not trial_tracebacks:
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
     if resume:
         parent_run_id = json.loads(state_file.read_text())["parent_run_id"]
@@ -321,13 +329,11 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
     else:
         scheduler = (
-            ASHAScheduler(
-                time_attr="training_iteration",
-                # One past the last round: at max_t ASHA stops a trial at once, before its federation
-                # has logged its final model.
-                max_t=sweep.base.federation.rounds + 1,
+            RoundASHA(
+                rounds=sweep.base.federation.rounds,
                 grace_period=sweep.spec.asha.grace_period,
                 reduction_factor=sweep.spec.asha.reduction_factor,
+                state_file=experiment_dir / "asha-rungs.json",
             )
             if sweep.spec.asha.enabled
             else FIFOScheduler()
@@ -395,11 +401,12 @@ def _finish(sweep: Sweep, results, parent_run_id: str, experiment_dir: Path) -> 
         metrics = result.metrics or {}
         rows.append(
             {
-                "trial": metrics.get("trial_id", Path(result.path).name if result.path else "?"),
+                "trial": metrics.get("trial_id") or _trial_id_from_path(result.path),
                 "params": dict(result.config or {}),
                 "value": metrics.get(sweep.spec.metric),
-                "rounds": metrics.get("training_iteration", 0),
-                "error": str(result.error).splitlines()[0] if result.error else None,
+                "rounds": metrics.get("round", 0),
+                "error": _trial_error(result.error) if result.error else None,
+                "error_file": str(Path(result.path) / "error.txt") if result.error and result.path else None,
             }
         )
     scored = [r for r in rows if isinstance(r["value"], (int, float)) and math.isfinite(r["value"])]
@@ -419,7 +426,7 @@ def _finish(sweep: Sweep, results, parent_run_id: str, experiment_dir: Path) -> 
         + best_config.to_yaml()
     )
     tmp.replace(best_path)
-    _log_sweep_outcome(sweep, parent_run_id, best, best_path)
+    _log_sweep_outcome(sweep, parent_run_id, rows, best, best_path)
     return SweepResult(rows, best_path, parent_run_id)
 
 
@@ -430,7 +437,26 @@ def _log_sweep_spec(sweep: Sweep) -> None:
     mlflow.set_tags({"crossfed.sweep.metric": sweep.spec.metric, "crossfed.sweep.mode": sweep.spec.mode})
 
 
-def _log_sweep_outcome(sweep: Sweep, parent_run_id: str, best: dict, best_path: Path) -> None:
+def _trial_error(error: BaseException) -> str:
+    """The one-line reason a trial failed: a CrossfedError's message, else the innermost exception's."""
+    cause = error
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    if isinstance(cause, CrossfedError):
+        return str(cause)
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+
+
+def _trial_id_from_path(path: str | None) -> str:
+    """A trial that failed before its first report has no metrics; Tune names its folder
+    `_trial_<trial id>_<index>_<params>_<time>`, and its MLflow run is named by that trial id."""
+    name = Path(path).name if path else "?"
+    found = re.match(r"_?trial_([0-9a-f]+_\d+)_", name)
+    return found.group(1) if found else name
+
+
+def _log_sweep_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best: dict, best_path: Path) -> None:
     """On the sweep's parent run: the best value and config; the best trial's model is registered."""
     import mlflow
 
@@ -441,9 +467,15 @@ def _log_sweep_outcome(sweep: Sweep, parent_run_id: str, best: dict, best_path: 
     client.set_tag(parent_run_id, "crossfed.sweep.best_trial", best["trial"])
     client.log_artifact(parent_run_id, str(best_path))
     runs = trial_runs(sweep, parent_run_id)
-    for run in runs.values():  # trials ASHA stopped early, or that failed
-        if run.info.status == "RUNNING":
+    failed = {row["trial"] for row in rows if row["error"]}
+    for name, run in runs.items():
+        # Tune stops a trial by ending its function mid-round, which MLflow records as FAILED (or leaves
+        # RUNNING): a trial the scheduler stopped early is KILLED, one that raised stays FAILED.
+        if run.info.status != "FINISHED" and name not in failed:
             client.set_terminated(run.info.run_id, "KILLED")
+            client.set_tag(run.info.run_id, "crossfed.sweep.stopped_early", "true")
+        elif run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED")
     client.set_terminated(parent_run_id, "FINISHED")
     trial_run = runs.get(best["trial"])
     if trial_run is not None:

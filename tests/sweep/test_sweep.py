@@ -125,10 +125,36 @@ def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
     assert len(children) == 4, "an interrupted trial must continue its own federation run, not start a new one"
     rounds = sorted(len(client.get_metric_history(r.info.run_id, "global/val_loss")) for r in children)
     assert rounds[-1] == 3, rounds
+    for run in children:  # ASHA's early stops show as KILLED in the MLflow UI, not as failures
+        completed = len(client.get_metric_history(run.info.run_id, "global/val_loss"))
+        assert run.info.status == ("FINISHED" if completed == 3 else "KILLED"), (completed, run.info.status)
+        assert (run.data.tags.get("crossfed.sweep.stopped_early") == "true") == (completed < 3)
     assert rounds[0] < 3, f"ASHA stopped no trial early: rounds per trial {rounds}"
     assert "crossfed.sweep.best_model_version" in client.get_run(parents[0].info.run_id).data.tags
     versions = client.search_model_versions("name = 'crossfed-foundation'")
     assert len(versions) == 1, "only the best trial's model is registered"
+
+
+def test_a_failed_trial_is_one_line_and_the_sweep_goes_on(tmp_path, samples):
+    base = base_config(tmp_path, samples)
+    raw = yaml.safe_load(base.read_text())
+    raw["federation"]["rounds"] = 1
+    base.write_text(yaml.safe_dump(raw))
+    spec = sweep_file(tmp_path, space={"training.lr": {"grid": [0.3, 1e12]}}, asha={"enabled": False})
+    done = subprocess.run([sys.executable, "-m", "crossfed", "sweep", str(spec)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (failure,) = [line for line in done.stdout.splitlines() if "failed:" in line]
+    assert "training loss is nan" in failure and "lower training.lr" in failure
+    assert Path(failure.rsplit("traceback: ", 1)[1].rstrip(")")).is_file()
+    from crossfed.config import load_config
+
+    assert load_config(tmp_path / "runs" / "sweeps" / "sweep" / "best.yaml").training.lr == 0.3
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    statuses = sorted((r.data.params["training.lr"], r.info.status) for r in runs if r.data.tags.get("mlflow.parentRunId"))
+    assert statuses == [("0.3", "FINISHED"), ("1000000000000.0", "FAILED")], statuses
 
 
 def test_trial_interrupted_before_its_first_report_keeps_one_run(tmp_path, samples):

@@ -12,6 +12,7 @@ def register(app: typer.Typer) -> None:
 
 
 def sweep(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="Sweep definition (YAML), e.g. tuning/strategy.yaml."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep; finished trials are kept."),
     address: str = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster; default: embedded local Ray."),
@@ -28,7 +29,7 @@ def sweep(
         loaded = Sweep(spec)
         console.print(f"[green]ok[/]: {spec} — {len(loaded.spec.space)} hyperparameter(s), metric {loaded.spec.metric}")
         return
-    result = run_sweep(spec, resume=resume, address=address)
+    result = run_sweep(spec, resume=resume, address=address, trial_tracebacks=ctx.find_root().params.get("debug", False))
     table = Table(title=f"Trials of {spec.name}, best first")
     table.add_column("trial")
     names = sorted({k for row in result.rows for k in row["params"]})
@@ -40,6 +41,10 @@ def sweep(
         value = "error" if row["value"] is None else f"{row['value']:.5g}"
         table.add_row(row["trial"], *(str(row["params"].get(n, "")) for n in names), value, str(row["rounds"]))
     console.print(table)
+    for row in result.rows:
+        if row["error"]:
+            console.print(f"[red]trial {row['trial']} failed[/]: {row['error']} (traceback: {row['error_file']})",
+                          highlight=False)
     console.print(f"best configuration: {result.best_config_path}")
     console.print(f"run it: crossfed pretrain {result.best_config_path}")
     console.print(f"MLflow parent run: {result.parent_run_id}")

@@ -139,6 +139,8 @@ class LocalTrainer:
         if not experiments or unknown:
             raise CrossfedError(f"LocalTrainer: unknown experiment(s) {unknown}; configured: {list(config.experiments)}")
         self.config, self.experiments = config, list(experiments)
+        # Error messages name the data: one client's experiment, or all of them for centralized training.
+        self._where = ("experiment " if len(self.experiments) == 1 else "experiments ") + ", ".join(self.experiments)
         self.rank, self.world_size = rank, world_size
         training = config.training
         self.device = resolve_device(training.device)
@@ -233,7 +235,7 @@ class LocalTrainer:
                 sums[key] = sums.get(key, 0.0) + value.float()
         result = _all_ranks_mean({key: float(value) / passes for key, value in sums.items()})
         if not np.isfinite(result["loss"]):
-            raise CrossfedError(f"experiments {self.experiments}: training loss is {result['loss']} at step "
+            raise CrossfedError(f"{self._where}: training loss is {result['loss']} at step "
                                 f"{self.engine.global_steps} (lower training.lr or check the inputs for NaN)")
         result.update(num_examples=self.num_train_events,
                       events_processed=passes * self.micro_batch * self.world_size,
@@ -259,7 +261,7 @@ class LocalTrainer:
                     sums[key] = sums.get(key, 0.0) + float(value)
                 batches += 1
         if batches == 0:
-            raise CrossfedError(f"experiments {self.experiments}: the validation split is empty "
+            raise CrossfedError(f"{self._where}: the validation split is empty "
                                 "(raise data.validation_fraction or use more events)")
         result = _all_ranks_mean({key: value / batches for key, value in sums.items()})
         result["num_examples"] = sum(len(self.validation[e]) for e in self.experiments)
