@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 import types
 import typing
 from pathlib import Path
@@ -242,12 +244,15 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     else:
         resume = _unreported_run(config, parent_run_id, trial_id)
 
+    reported = []
+
     def report(round_index: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "federation.json").write_text(json.dumps({"run_id": mlflow.active_run().info.run_id}))
             tune.report({**metrics, "round": round_index}, checkpoint=tune.Checkpoint.from_directory(folder))
+        reported.append(round_index)
 
-    run_federation(
+    result = run_federation(
         config,
         mode="federated",
         resume=resume,
@@ -257,6 +262,10 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
         run_name=trial_id,
         register_model=False,  # the sweep registers its best trial's model only
     )
+    if not reported and result.history:
+        # The federation had already run its last round when the sweep was interrupted, before Tune
+        # recorded that round: report it again so that the trial ends on its final result.
+        report(result.history[-1]["round"], result.history[-1])
 
 
 def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str | None:
@@ -333,7 +342,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 rounds=sweep.base.federation.rounds,
                 grace_period=sweep.spec.asha.grace_period,
                 reduction_factor=sweep.spec.asha.reduction_factor,
-                state_file=experiment_dir / "asha-rungs.json",
+                # Beside Tune's folder, not in it: Tune copies its folder back over itself on restore.
+                state_file=storage / f"{sweep.name}.asha.json",
             )
             if sweep.spec.asha.enabled
             else FIFOScheduler()
@@ -351,16 +361,24 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             ),
             run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage), verbose=0),
         )
+    handler_before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
-    # Tune marks every trial of an interrupted run terminated; a trial that really ended (last round, or
-    # stopped by ASHA) has done=True on its last result.
-    unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
-    if unfinished:
+    # Tune's loop ends when every trial has ended or on Ctrl-C. Its SIGINT handler puts the previous
+    # handler back when it fires, which is the one sure sign of an interruption (a trial's result flags
+    # are not: one that ended just as Tune stopped may lack done=True).
+    if _tune_was_interrupted(handler_before):
+        unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
         raise SweepInterrupted(
             f"sweep {sweep.name!r} interrupted with {unfinished} trial(s) unfinished; "
             f"continue it with: crossfed sweep --resume {sweep.path}"
         )
     return _finish(sweep, results, parent_run_id, experiment_dir)
+
+
+def _tune_was_interrupted(handler_before) -> bool:
+    tune_catches_sigint = (threading.current_thread() is threading.main_thread()
+                           and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")))
+    return tune_catches_sigint and signal.getsignal(signal.SIGINT) is handler_before
 
 
 class SweepInterrupted(CrossfedError):

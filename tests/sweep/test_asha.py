@@ -32,6 +32,14 @@ def test_rung_scores_survive_a_restore_and_still_stop_poor_trials(tmp_path):
     restored.on_trial_add(None, poor)
     assert report(restored, poor, 1, 5.0) == TrialScheduler.STOP, "a restored ASHA must remember earlier rounds"
 
+    # Tune may restore a trial it had been told to stop (the sweep was interrupted just then): it stays stopped,
+    # whatever it reports.
+    again = pickle.loads(pickle.dumps(scheduler(tmp_path)))
+    for trial in (good, fair):
+        again.on_trial_add(None, trial)
+    assert report(again, fair, 2, 0.1) == TrialScheduler.STOP
+    assert report(again, good, 2, 1.0) == TrialScheduler.CONTINUE
+
 
 def test_a_fresh_scheduler_has_no_scores(tmp_path):
     restored = pickle.loads(pickle.dumps(scheduler(tmp_path)))
