@@ -151,3 +151,25 @@ class ServerOptimizer(Strategy):
         self.moments = {
             b: {n: np.array(a, dtype=np.float64) for n, a in tensors.items()} for b, tensors in state["moments"].items()
         }
+
+
+class AdaptiveServerOptimizer(ServerOptimizer):
+    """Reddi et al. 2021, Algorithm 2: m ← β1·m + (1 − β1)·Δ, then w ← w + server_lr · m / (√v + τ).
+
+    FedAdagrad, FedAdam and FedYogi differ only in how the second moment v follows Δ²:
+    subclasses implement `update_second_moment(v, squared)` in place.
+    """
+
+    def __init__(self, server_lr: float, beta1: float, tau: float):
+        super().__init__(server_lr)
+        self.beta1, self.tau = beta1, tau
+
+    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
+        m, v = self.buffer("m", name, delta), self.buffer("v", name, delta)
+        m[...] = self.beta1 * m + (1 - self.beta1) * delta
+        self.update_second_moment(v, delta**2)
+        return self.server_lr * m / (np.sqrt(v) + self.tau)
+
+    @abstractmethod
+    def update_second_moment(self, v: np.ndarray, squared: np.ndarray) -> None:
+        """Move v (in place) given the squared delta Δ²."""

@@ -8,18 +8,11 @@ m and v start at 0 (β2 is not used).
 
 import numpy as np
 
-from crossfed.federation.strategies.base import ServerOptimizer
+from crossfed.federation.strategies.base import AdaptiveServerOptimizer
 
 
-class FedAdagrad(ServerOptimizer):
+class FedAdagrad(AdaptiveServerOptimizer):
     name = "fedadagrad"
 
-    def __init__(self, server_lr: float, beta1: float, tau: float):
-        super().__init__(server_lr)
-        self.beta1, self.tau = beta1, tau
-
-    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
-        m, v = self.buffer("m", name, delta), self.buffer("v", name, delta)
-        m[...] = self.beta1 * m + (1 - self.beta1) * delta
-        v += delta**2
-        return self.server_lr * m / (np.sqrt(v) + self.tau)
+    def update_second_moment(self, v: np.ndarray, squared: np.ndarray) -> None:
+        v += squared

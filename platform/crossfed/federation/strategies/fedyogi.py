@@ -8,19 +8,15 @@ m and v start at 0.
 
 import numpy as np
 
-from crossfed.federation.strategies.base import ServerOptimizer
+from crossfed.federation.strategies.base import AdaptiveServerOptimizer
 
 
-class FedYogi(ServerOptimizer):
+class FedYogi(AdaptiveServerOptimizer):
     name = "fedyogi"
 
     def __init__(self, server_lr: float, beta1: float, beta2: float, tau: float):
-        super().__init__(server_lr)
-        self.beta1, self.beta2, self.tau = beta1, beta2, tau
+        super().__init__(server_lr, beta1, tau)
+        self.beta2 = beta2
 
-    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
-        m, v = self.buffer("m", name, delta), self.buffer("v", name, delta)
-        squared = delta**2
-        m[...] = self.beta1 * m + (1 - self.beta1) * delta
+    def update_second_moment(self, v: np.ndarray, squared: np.ndarray) -> None:
         v[...] = v - (1 - self.beta2) * squared * np.sign(v - squared)
-        return self.server_lr * m / (np.sqrt(v) + self.tau)
