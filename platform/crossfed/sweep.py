@@ -278,19 +278,12 @@ def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str
 
     from crossfed import tracking
 
-    client = mlflow.MlflowClient(tracking.tracking_uri(config.tracking))
-    experiment = client.get_experiment_by_name(config.tracking.experiment)
-    if experiment is None:
+    earlier = trial_runs(config, parent_run_id).get(trial_id)
+    if earlier is None:
         return None
-    earlier = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.run_name = '{trial_id}'",
-        order_by=["attributes.start_time DESC"],
-    )
-    for run in earlier:
-        if (Path(config.output_dir).resolve() / run.info.run_id / "latest").is_file():
-            return run.info.run_id
-        client.delete_run(run.info.run_id)
+    if (Path(config.output_dir).resolve() / earlier.info.run_id / "latest").is_file():
+        return earlier.info.run_id
+    mlflow.MlflowClient(tracking.tracking_uri(config.tracking)).delete_run(earlier.info.run_id)
     return None
 
 
@@ -457,9 +450,9 @@ def _log_sweep_spec(sweep: Sweep) -> None:
 
 def _trial_error(error: BaseException) -> str:
     """The one-line reason a trial failed: a CrossfedError's message, else the innermost exception's."""
-    cause = error
-    while getattr(cause, "cause", None) is not None:
-        cause = cause.cause
+    from crossfed.federation.rounds import innermost_cause
+
+    cause = innermost_cause(error)
     if isinstance(cause, CrossfedError):
         return str(cause)
     lines = str(cause).strip().splitlines()
@@ -484,7 +477,7 @@ def _log_sweep_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best:
     client.log_metric(parent_run_id, f"best_{sweep.spec.metric}", float(best["value"]))
     client.set_tag(parent_run_id, "crossfed.sweep.best_trial", best["trial"])
     client.log_artifact(parent_run_id, str(best_path))
-    runs = trial_runs(sweep, parent_run_id)
+    runs = trial_runs(sweep.base, parent_run_id)
     failed = {row["trial"] for row in rows if row["error"]}
     for name, run in runs.items():
         # Tune stops a trial by ending its function mid-round, which MLflow records as FAILED (or leaves
@@ -502,14 +495,14 @@ def _log_sweep_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best:
         client.set_tag(parent_run_id, "crossfed.sweep.best_model_version", version)
 
 
-def trial_runs(sweep: Sweep, parent_run_id: str) -> dict:
+def trial_runs(config: RunConfig, parent_run_id: str) -> dict:
     """The sweep's child runs by trial name; of a trial run twice (an interrupted sweep), the newest."""
     import mlflow
 
     from crossfed import tracking
 
-    client = mlflow.MlflowClient(tracking.tracking_uri(sweep.base.tracking))
-    experiment = client.get_experiment_by_name(sweep.base.tracking.experiment)
+    client = mlflow.MlflowClient(tracking.tracking_uri(config.tracking))
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", order_by=["attributes.start_time ASC"]
     )

@@ -89,14 +89,17 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
         yield run
 
 
+def innermost_cause(err: BaseException) -> BaseException:
+    """The exception at the bottom of a chain of RayTaskErrors (each may wrap another actor's)."""
+    while getattr(err, "cause", None) is not None:
+        err = err.cause
+    return err
+
+
 def unwrap_ray_error(err: Exception) -> Exception:
     """A CrossfedError raised inside an actor, as the plain one-line CrossfedError it was."""
-    cause = err
-    while getattr(cause, "cause", None) is not None:  # a RayTaskError may wrap another actor's RayTaskError
-        cause = cause.cause
-        if isinstance(cause, CrossfedError):
-            return CrossfedError(str(cause))
-    return err
+    cause = innermost_cause(err)
+    return CrossfedError(str(cause)) if isinstance(cause, CrossfedError) else err
 
 
 def run_federation(
