@@ -35,9 +35,9 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from crossfed.config import read_yaml
 from crossfed.errors import CrossfedError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -152,10 +152,7 @@ def load_schema(name_or_path: str | Path) -> Schema:
         )
     if not path.is_file():
         raise CrossfedError(f"{path}: no such schema file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise CrossfedError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise CrossfedError(f"{path}: a schema must be a mapping with tree, units, collections, met")
     try:
