@@ -8,15 +8,11 @@ m and v start at 0.
 
 import numpy as np
 
-from crossfed.federation.strategies.base import AdaptiveServerOptimizer
+from crossfed.federation.strategies.fedadam import FedAdam
 
 
-class FedYogi(AdaptiveServerOptimizer):
+class FedYogi(FedAdam):
     name = "fedyogi"
-
-    def __init__(self, server_lr: float, beta1: float, beta2: float, tau: float):
-        super().__init__(server_lr, beta1, tau)
-        self.beta2 = beta2
 
     def update_second_moment(self, v: np.ndarray, squared: np.ndarray) -> None:
         v[...] = v - (1 - self.beta2) * squared * np.sign(v - squared)
