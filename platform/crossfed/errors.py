@@ -4,8 +4,17 @@ Everything a user can cause (a bad file, a bad config key, a NaN) is raised as a
 the CLI prints its message as one line and exits with code 2, without a traceback unless `--debug`.
 """
 
+import difflib
+from collections.abc import Iterable
+
 
 class CrossfedError(Exception):
     """An error caused by the user's input; its message names what is wrong and where."""
 
     exit_code = 2
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" naming the closest of `choices` to a misspelt `word`, or "" if none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

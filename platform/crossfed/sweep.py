@@ -28,7 +28,7 @@ from crossfed.config import (
     RunConfig, apply_overrides, config_from_dict, describe_validation_error, load_config, read_yaml,
 )
 from crossfed.config.base import Section
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, did_you_mean
 from crossfed.federation.rounds import FINAL_MODEL_ARTIFACT
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -88,10 +88,9 @@ class Sweep:
 
         reported = round_metric_names(self.base)
         if self.spec.metric not in reported:
-            close = difflib.get_close_matches(self.spec.metric, reported, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CrossfedError(
-                f"{self.path}: metric {self.spec.metric!r} is not reported by any trial{hint}; "
+                f"{self.path}: metric {self.spec.metric!r} is not reported by any trial"
+                f"{did_you_mean(self.spec.metric, reported)}; "
                 f"every round reports: {', '.join(reported)}"
             )
         if self.spec.algorithm == "optuna":

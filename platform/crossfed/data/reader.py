@@ -8,7 +8,6 @@ docs/architecture.md says: MET, electrons and muons by pT, taus, photons, jets b
 
 from __future__ import annotations
 
-import difflib
 import glob
 import os
 import warnings
@@ -21,7 +20,7 @@ import uproot
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
 from crossfed.data.schema import CollectionSpec, MetSpec, Schema, load_schema
 from crossfed.data.selection import VARIABLES, Selection, parse_selection
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, did_you_mean
 
 TREE_CLASSES = ("TTree", "ROOT::RNTuple")
 COLLECTION_TYPES = {"electrons": ObjectType.ELECTRON, "muons": ObjectType.MUON, "taus": ObjectType.TAU,
@@ -191,8 +190,7 @@ def _resolve_branches(tree, path: str, tree_name: str, schema: Schema):
         if missing:
             feature = missing[0]
             where = f"met.{feature}" if kind == "met" else f"collections.{kind}.{feature}"
-            close = difflib.get_close_matches(wanted[feature], sorted(available), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(wanted[feature], sorted(available))
             raise CrossfedError(f"{path}: tree {tree_name!r} has no branch {wanted[feature]!r} "
                                 f"(schema key {where}){hint}")
         branches.update({f"{kind}.{feature}": name for feature, name in found.items()})

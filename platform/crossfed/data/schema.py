@@ -30,7 +30,6 @@ Errors name the schema file and the key path; an unknown key suggests the closes
 
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crossfed.config import read_yaml
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, did_you_mean
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BUILTIN_SCHEMAS = tuple(sorted(p.stem for p in SCHEMA_DIR.glob("*.yaml")))
@@ -184,8 +183,7 @@ def _closest_key_hint(loc: list[str]) -> str:
             return ""
         model = inner[0]
     valid = list(model.model_fields)
-    match = difflib.get_close_matches(loc[-1], valid, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (valid keys: {', '.join(valid)})"
+    return did_you_mean(loc[-1], valid) or f" (valid keys: {', '.join(valid)})"
 
 
 def _is_model(annotation) -> bool:

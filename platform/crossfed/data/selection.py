@@ -8,12 +8,11 @@ events of a chunk: each variable is a numpy array with one value per event.
 from __future__ import annotations
 
 import ast
-import difflib
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, did_you_mean
 
 # name -> meaning; the reader computes exactly these per event, before truncation to max_objects.
 VARIABLES: dict[str, str] = {
@@ -60,9 +59,7 @@ class Selection:
     def _check(self, node: ast.AST) -> None:
         if isinstance(node, ast.Name):
             if node.id not in VARIABLES:
-                close = difflib.get_close_matches(node.id, list(VARIABLES), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self._error(f"unknown variable {node.id!r}{hint}")
+                raise self._error(f"unknown variable {node.id!r}{did_you_mean(node.id, VARIABLES)}")
         elif isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise self._error(f"only numbers are allowed as constants, not {node.value!r}")
