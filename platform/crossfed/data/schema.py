@@ -86,7 +86,7 @@ class BtagCandidate(_Strict):
         return self
 
     def describe(self) -> str:
-        return f"{self.branch} > {self.wp:g}"
+        return f"{self.branch} > {self.wp}"
 
 
 class CollectionSpec(_Strict):
