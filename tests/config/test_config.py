@@ -49,6 +49,7 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path):
         ({"data.validation_fraction": 0.6, "data.test_fraction": 0.5}, "must be below 1"),
         ({"federation.min_clients": 3}, "only 2 experiment(s)"),
         ({"experiments.cms.pretrain.files": []}, "experiments.cms.pretrain.files"),
+        ({"data.chunk_size": "0"}, "data.chunk_size: must be ≥ 1: a number of entries or a memory size"),
     ],
 )
 def test_mistakes_name_the_key_path_and_file(tmp_path, patch, expected):
