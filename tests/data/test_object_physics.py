@@ -66,7 +66,8 @@ def test_no_usable_btag_tags_nothing_and_an_empty_bjet_selection_says_why(tmp_pa
     with pytest.warns(RuntimeWarning, match=r"used no discriminant \(jets not b-tagged\)"):
         batch, stats = read_events([str(path)], "cms_nanoaod")
     assert not (batch.types == T.BJET).any() and not batch.features[..., BTAG].any()
-    with pytest.raises(CrossfedError, match=r"keeps none of the 3 events .*\(no usable b-tag discriminant"):
+    with pytest.raises(CrossfedError, match=r"keeps none of the 3 events .*\(no usable b-tag discriminant"), \
+            pytest.warns(RuntimeWarning, match="b-tag"):
         read_events([str(path)], "cms_nanoaod", selection="n_bjets >= 1")
 
 
@@ -189,3 +190,12 @@ def test_relative_isolation_and_crack_veto_in_a_custom_schema(tmp_path):
     assert stats.objects["muons"] == {"read": 3, "kinematics": 3, "id": 3, "isolation": 1, "overlap": 1}
     assert stats.objects["electrons"]["kinematics"] == 0
     assert (batch.types == T.MUON).sum() == 1 and batch.features[2, 1, PT] == pytest.approx(20.0)
+
+
+def test_a_selection_emptied_by_the_definitions_says_which_collection(tmp_path):
+    branches = nanoaod_branches()
+    branches["Electron"] = ak.with_field(branches["Electron"], ak.Array([[1], [], []]), "cutBased")  # veto only
+    path = write_ttree(tmp_path / "veto_electrons.root", "Events", branches)
+    with pytest.raises(CrossfedError, match=r"keeps none of the 3 events .*\(the object definitions kept none of "
+                                            r"the 1 electrons\)"):
+        read_events([str(path)], "cms_nanoaod", selection="n_electrons >= 1")

@@ -154,9 +154,11 @@ def _warn_about(stats: ReadStats, where: str) -> None:
 
 
 def _empty_selection_hint(stats: ReadStats) -> str:
-    if NO_BTAG in stats.btag:
-        return " (no usable b-tag discriminant: no jet is b-tagged)"
-    return ""
+    """Why a selection may have kept nothing: no b-tagging, or a collection the definitions emptied."""
+    reasons = ["no usable b-tag discriminant: no jet is b-tagged"] if NO_BTAG in stats.btag else []
+    reasons += [f"the object definitions kept none of the {n['read']} {kind}" for kind, n in stats.objects.items()
+                if n["read"] and not n["overlap"]]
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def _step_size(chunk_size: str | int) -> str | int:
