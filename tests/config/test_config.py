@@ -49,6 +49,7 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path):
         ({"data.validation_fraction": 0.6, "data.test_fraction": 0.5}, "must be below 1"),
         ({"federation.min_clients": 3}, "only 2 experiment(s)"),
         ({"experiments.cms.pretrain.files": []}, "experiments.cms.pretrain.files"),
+        ({"data.chunk_size": "0"}, "data.chunk_size: must be ≥ 1: a number of entries or a memory size"),
     ],
 )
 def test_mistakes_name_the_key_path_and_file(tmp_path, patch, expected):
@@ -76,10 +77,12 @@ def test_cli_validate_reports_one_clear_error_and_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert "federation.rounds" in result.stderr and "Traceback" not in result.stderr
-    ok = subprocess.run([sys.executable, "-m", "crossfed", "validate", str(write(tmp_path, VALID))],
+    # VALID names data that does not exist here: --skip-data checks the configuration alone
+    # (tests/data/test_validate.py checks the data part)
+    ok = subprocess.run([sys.executable, "-m", "crossfed", "validate", "--skip-data", str(write(tmp_path, VALID))],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "2 experiment(s)" in ok.stdout
+    assert "2 experiment(s)" in ok.stdout and "data not checked" in ok.stdout
 
 
 def test_broken_yaml_names_line(tmp_path):

@@ -19,10 +19,5 @@ def atlas_mini_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def physlite_ttree_file(tmp_path) -> Path:
-    return write_ttree(tmp_path / "physlite.root", "CollectionTree", physlite_fields())
-
-
-@pytest.fixture
 def physlite_rntuple_file(tmp_path) -> Path:
     return write_rntuple(tmp_path / "physlite_rntuple.root", "EventData", physlite_fields(separator=":"))

@@ -9,7 +9,7 @@ import pytest
 import uproot
 from root_samples import nanoaod_branches, write_ttree
 
-import crossfed.data.reader
+import crossfed.data.files
 from crossfed.config import DataConfig, DatasetConfig
 from crossfed.data import load_dataset
 from crossfed.data.cache import cached_read
@@ -30,7 +30,7 @@ def test_second_read_comes_from_the_cache_without_opening_root(nanoaod_file, tmp
     assert not first_stats.from_cache and len(list(cache_dir.glob("*.npz"))) == 1
     assert not list(cache_dir.glob("*.tmp"))  # atomic write leaves no temporary file behind
     monkeypatch.setattr(uproot, "open", _no_root)
-    monkeypatch.setattr(crossfed.data.reader.uproot, "open", _no_root)
+    monkeypatch.setattr(crossfed.data.files.uproot, "open", _no_root)
     second, second_stats = _read(nanoaod_file, cache_dir)
     assert second_stats.from_cache and second_stats.events_read == first_stats.events_read == 3
     np.testing.assert_array_equal(second.features, first.features)

@@ -7,14 +7,17 @@ import warnings
 import awkward as ak
 import numpy as np
 import pytest
-from root_samples import EVENTS, energy, nanoaod_branches, random_nanoaod_branches, write_rntuple, write_ttree
+import yaml
+from root_samples import (EVENTS, energy, nanoaod_branches, physlite_fields, random_nanoaod_branches,
+                          write_rntuple, write_ttree)
 
 from crossfed.data.events import CHARGE, ENERGY, ETA, PHI, PT, BTAG, ObjectType as T
 from crossfed.data.reader import read_events
+from crossfed.data.schema import SCHEMA_DIR
 from crossfed.errors import CrossfedError
 
-# Event 0 in the common order: MET, electron 40, muon 30, then jets by pT (100 light, 50 b, 20 b in CMS).
-EVENT0_PT = [35.0, 40.0, 30.0, 100.0, 50.0, 20.0]
+# Event 0 in the common order: MET, electron 40, muon 30, then jets by pT (100 light, 50 b, 22 b in CMS).
+EVENT0_PT = [35.0, 40.0, 30.0, 100.0, 50.0, 22.0]
 EVENT0_ETA = [0.0, -1.2, 0.5, -0.2, 0.1, 1.5]
 
 
@@ -50,17 +53,27 @@ def test_atlas_mini_in_mev_gives_the_same_physics_in_gev(nanoaod_file, atlas_min
     assert atlas.types[1, :2].tolist() == [T.MET, T.BJET]
 
 
-def test_physlite_ttree_and_rntuple(physlite_ttree_file, physlite_rntuple_file):
-    from_tree, _ = read_events([str(physlite_ttree_file)], "atlas_physlite", max_objects=8)
-    from_rntuple, _ = read_events([str(physlite_rntuple_file)], "atlas_physlite", max_objects=8)
-    np.testing.assert_array_equal(from_tree.features, from_rntuple.features)
-    np.testing.assert_allclose(from_tree.features[0, :6, PT], EVENT0_PT, rtol=1e-5)
-    # MET is the vector sum of the MET_Core terms
-    np.testing.assert_allclose(from_tree.features[:, 0, PT], EVENTS["met"]["pt"], rtol=1e-5)
-    np.testing.assert_allclose(from_tree.features[:, 0, PHI], EVENTS["met"]["phi"], rtol=1e-5)
+def test_physlite_ttree_and_rntuple(tmp_path, physlite_rntuple_file):
+    from_rntuple, stats = read_events([str(physlite_rntuple_file)], "atlas_physlite", max_objects=8)
+    np.testing.assert_allclose(from_rntuple.features[0, :6, PT], EVENT0_PT, rtol=1e-5)
+    # MET rebuilt from the objects and the track soft term PVSoftTrkCore gives the event's MET back
+    np.testing.assert_allclose(from_rntuple.features[:, 0, PT], EVENTS["met"]["pt"], rtol=1e-5)
+    np.testing.assert_allclose(from_rntuple.features[:, 0, PHI], EVENTS["met"]["phi"], rtol=1e-5)
+    assert stats.met == {"rebuilt: −Σ selected objects + PVSoftTrkCore of MET_Core_AnalysisMETAuxDyn.mpx/mpy": 3}
     # muon mass is the schema's constant 105.658 MeV
-    np.testing.assert_allclose(from_tree.features[0, 2, ENERGY], energy(30.0, 0.5, 0.105658), rtol=1e-5)
-    assert set(from_tree.types[from_tree.mask].tolist()) == {T.MET, T.ELECTRON, T.MUON, T.JET}
+    np.testing.assert_allclose(from_rntuple.features[0, 2, ENERGY], energy(30.0, 0.5, 0.105658), rtol=1e-5)
+    assert set(from_rntuple.types[from_rntuple.mask].tolist()) == {T.MET, T.ELECTRON, T.MUON, T.JET}
+    # The TTree layout (CollectionTree) gives the same events. uproot cannot write the string lists naming
+    # the MET terms into a TTree, so this copy carries the track soft term as flat branches.
+    fields = physlite_fields(term_names=False)
+    for axis in ("x", "y"):
+        fields[f"soft_mp{axis}"] = ak.to_numpy(fields.pop(f"MET_Core_AnalysisMETAuxDyn.mp{axis}")[:, 1])
+    tree_file = write_ttree(tmp_path / "physlite.root", "CollectionTree", fields)
+    schema = yaml.safe_load((SCHEMA_DIR / "atlas_physlite.yaml").read_text())
+    schema["met"] = {"px": "soft_mpx", "py": "soft_mpy", "rebuild": True}
+    (tmp_path / "physlite_flat_met.yaml").write_text(yaml.safe_dump(schema))
+    from_tree, _ = read_events([str(tree_file)], str(tmp_path / "physlite_flat_met.yaml"), max_objects=8)
+    np.testing.assert_allclose(from_tree.features, from_rntuple.features, rtol=1e-6, atol=1e-4)
 
 
 def test_custom_yaml_schema_with_cartesian_kinematics(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossfed.data.schema import BUILTIN_SCHEMAS, load_schema
+from crossfed.data.schema import BUILTIN_SCHEMAS, SCHEMA_DIR, load_schema
 from crossfed.data.selection import VARIABLES, Selection, parse_selection
 from crossfed.errors import CrossfedError
 
@@ -13,7 +13,9 @@ from crossfed.errors import CrossfedError
 def test_builtin_schemas_load():
     assert set(BUILTIN_SCHEMAS) == {"cms_nanoaod", "atlas_opendata", "atlas_physlite"}
     cms = load_schema("cms_nanoaod")
-    assert cms.tree_names == ["Events"] and cms.collections.jets.btag_wp == 0.2783 and cms.units == "GeV"
+    assert cms.tree_names == ["Events"] and cms.units == "GeV"
+    assert [(c.branch, c.wp) for c in cms.collections.jets.btag] == [
+        ("Jet_btagDeepFlavB", 0.2783), ("Jet_btagDeepB", 0.6321), ("Jet_btagCSVV2", 0.8)]
     atlas = load_schema("atlas_opendata")
     assert atlas.scale_to_gev == 1e-3 and atlas.collections.muons.type_values == [13, -13]
     assert load_schema("atlas_physlite").tree_names == ["CollectionTree", "EventData"]
@@ -34,7 +36,8 @@ def test_typo_names_file_and_key_path_and_suggests(tmp_path):
     ("{pt: a, eta: b, phi: c}", "give exactly one of mass or energy"),
     ("{pt: a, eta: b, phi: c, mass: d, px: e}", "give the kinematics either as pt, eta, phi"),
     ("{px: a, py: b, pz: c}", "px, py, pz and energy are all needed"),
-    ("{pt: a, eta: b, phi: c, mass: d, btag: e}", "btag and btag_wp go together"),
+    ("{pt: a, eta: b, phi: c, mass: d, btag: e, btag_wp: 0.5}", "btag is a list of candidate discriminants"),
+    ("{pt: a, eta: b, phi: c, mass: d, exclude_abs_eta: [1.5, 1.4]}", "exclude_abs_eta is \\[low, high\\]"),
 ])
 def test_inconsistent_kinematics_are_rejected(tmp_path, collection, message):
     path = tmp_path / "bad.yaml"
@@ -82,3 +85,40 @@ def test_bad_selections_name_the_expression_and_list_the_variables(expression, m
         Selection(expression)
     assert f"selection {expression!r}" in str(err.value)
     assert "variables: n_electrons, n_muons" in str(err.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("collections:\n  jets: {pt: a, eta: b, phi: c, mass: d, btag: [{branch: x, wp: 2, range: [0, 1]}]}\n",
+     "collections.jets.btag.0: wp 2.0 is outside range \\[0.0, 1.0\\]"),
+    ("collections:\n  jets: {pt: a, eta: b, phi: c, mass: d}\noverlap_removal: [{remove: jets, near: taus, dr: 0.4}]\n",
+     "overlap_removal names 'taus', which collections does not define"),
+    ("collections:\n  jets: {pt: a, eta: b, phi: c, mass: d}\noverlap_removal: [{remove: jets, near: jets, dr: 0.4}]\n",
+     "overlap_removal.0: remove and near must be two different collections"),
+    ("collections:\n  jets: {pt: a, eta: b, phi: c, mass: d}\nmet: {px: x, py: y, term: PVSoftTrkCore}\n",
+     "met: term and term_names go together"),
+    ("collections:\n  jets: {pt: a, eta: b, phi: c, mass: d, id: [{min: 1}]}\n",
+     "collections.jets.id.0.branch: Field required"),
+])
+def test_object_definition_btag_and_met_keys_are_checked(tmp_path, extra, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text("tree: t\n" + extra)
+    with pytest.raises(CrossfedError, match=message):
+        load_schema(path)
+
+
+def test_every_builtin_schema_documents_its_definitions_and_applies_them():
+    for name in BUILTIN_SCHEMAS:
+        schema = load_schema(name)
+        text = (SCHEMA_DIR / f"{name}.yaml").read_text()
+        assert "Object definitions" in text and "Overlap removal" in text and "MET" in text, name
+        assert all(spec.min_pt is not None and spec.max_abs_eta is not None for _, spec in schema.collections if spec)
+        assert schema.overlap_removal, name
+
+
+def test_very_deep_selections_are_refused_with_a_clear_message():
+    for expression in ["(" * 1000 + "met > 1" + ")" * 1000, "not " * 1000 + "met > 1",
+                       "met" + " + met" * 3000 + " > 1"]:
+        with pytest.raises(CrossfedError, match=r"nested too deeply \(more than 100 levels\)") as err:
+            Selection(expression)
+        assert len(str(err.value)) < 400  # the expression is shortened, not quoted whole
+    assert Selection(" and ".join(["met > 1"] * 2000))({"met": np.array([2.0])}).tolist() == [True]  # long but flat

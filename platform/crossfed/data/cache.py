@@ -20,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from crossfed.data.events import EventBatch
-from crossfed.data.reader import ReadStats, expand_files, read_events
+from crossfed.data.files import expand_files
+from crossfed.data.reader import ReadStats, read_events
 from crossfed.data.schema import load_schema
 
-CACHE_FORMAT = 1  # bump when the reader's output changes meaning, to invalidate old entries
+# Bump when the reader's output changes meaning, to invalidate old entries. 2: object definitions, overlap
+# removal, b-tag fallback, MET terms and rebuild; the stats carry object efficiencies and the sources used.
+CACHE_FORMAT = 2
 _BLOCK = 8 << 20
 
 

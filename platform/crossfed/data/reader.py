@@ -1,31 +1,40 @@
 """ROOT files (TTree or RNTuple) of any experiment -> padded `EventBatch` arrays, chunk by chunk.
 
-Each file is read with `uproot.iterate` in steps of `chunk_size` (bounded memory); per chunk the schema's
-branches become physics objects in GeV, events with non-finite kinematics are dropped (counted, warned),
-the selection is applied on the full object lists, then objects are ordered and truncated as
-docs/architecture.md says: MET, electrons and muons by pT, taus, photons, jets by pT (softest jets go first).
+Each file is read with `uproot.iterate` in steps of `chunk_size` (bounded memory). Per chunk:
+1. the schema's branches become physics objects in GeV (`_objects`); jets get the first usable b-tag
+   discriminant among the schema's candidates (btag.py);
+2. events with non-finite kinematics are dropped (counted, warned);
+3. each collection's object definition is applied, then overlap removal between collections (objects.py);
+4. MET is read, or rebuilt from the selected objects and a soft term (met.py);
+5. the selection is applied on the full lists of selected objects, then objects are ordered and
+   truncated as docs/architecture.md says: MET, electrons and muons by pT, taus, photons, jets by pT
+   (softest jets go first).
+What each step did (object efficiencies, the b-tagger and MET source used, cuts skipped) is counted in
+`ReadStats` for `crossfed inspect`, and anything a physicist must know is also a warning.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import awkward as ak
 import numpy as np
-import uproot
 
+from crossfed.config.data import parse_chunk_size
+from crossfed.data import btag
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
-from crossfed.data.schema import CollectionSpec, MetSpec, Schema, load_schema
+from crossfed.data.files import expand_files, find_tree, first_line, list_trees, open_root  # noqa: F401 (API)
+from crossfed.data.met import met_xy, rebuild
+from crossfed.data.objects import STAGES, apply_definition, count, cut_field, remove_overlaps
+from crossfed.data.schema import BtagCandidate, CollectionSpec, Cut, MetSpec, Schema, load_schema
 from crossfed.data.selection import VARIABLES, Selection, parse_selection
 from crossfed.errors import CrossfedError, did_you_mean
 
-TREE_CLASSES = ("TTree", "ROOT::RNTuple")
 COLLECTION_TYPES = {"electrons": ObjectType.ELECTRON, "muons": ObjectType.MUON, "taus": ObjectType.TAU,
                     "photons": ObjectType.PHOTON, "jets": ObjectType.JET}
 _FIELDS = (*FEATURES, "object_type")
+NO_BTAG = "no discriminant (jets not b-tagged)"
 
 
 @dataclass
@@ -35,67 +44,61 @@ class ReadStats:
     events_dropped: int = 0  # non-finite kinematics
     events_selected: int = 0  # finite and passing the selection (before max_events)
     from_cache: bool = False
+    # collection -> stage (objects.STAGES) -> objects left after it, counted in events with finite kinematics
+    objects: dict[str, dict[str, int]] = field(default_factory=dict)
+    btag: dict[str, int] = field(default_factory=dict)  # "Jet_btagCSVV2 > 0.8" -> events tagged with it
+    btag_rejected: dict[str, int] = field(default_factory=dict)  # why a candidate was passed over -> chunks
+    met: dict[str, int] = field(default_factory=dict)  # MET source -> events
+    skipped_cuts: list[str] = field(default_factory=list)  # optional cuts whose branch a file lacks
 
     def add(self, other: ReadStats) -> None:
         self.files += other.files
         self.events_read += other.events_read
         self.events_dropped += other.events_dropped
         self.events_selected += other.events_selected
+        for kind, stages in other.objects.items():
+            mine = self.objects.setdefault(kind, {})
+            for stage, n in stages.items():
+                mine[stage] = mine.get(stage, 0) + n
+        for name in ("btag", "btag_rejected", "met"):
+            mine = getattr(self, name)
+            for key, n in getattr(other, name).items():
+                mine[key] = mine.get(key, 0) + n
+        self.skipped_cuts += [s for s in other.skipped_cuts if s not in self.skipped_cuts]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def expand_files(patterns: list[str]) -> list[str]:
-    """Local paths and globs become sorted existing files; fsspec URLs (``scheme://``) pass unchanged."""
-    files: list[str] = []
-    for pattern in patterns:
-        if "://" in pattern and not pattern.startswith("file://"):
-            files.append(pattern)
-            continue
-        local = pattern.removeprefix("file://")
-        if glob.has_magic(local):
-            matches = sorted(glob.glob(local, recursive=True))
-            if not matches:
-                raise CrossfedError(f"{pattern}: no file matches this pattern")
-            files += matches
-        elif not os.path.isfile(local):
-            raise CrossfedError(f"{local}: no such file")
-        else:
-            files.append(local)
-    return files
+@dataclass
+class CollectionPlan:
+    """One collection as this file has it: branch names for each feature, b-tag candidate and cut."""
+
+    spec: CollectionSpec
+    features: dict[str, str]  # feature -> branch in the file
+    btag: list[tuple[BtagCandidate, str]]  # candidates the file has, in the schema's order
+    cuts: list[tuple[int, str, Cut, str]]  # (field index, stage, cut, branch in the file)
 
 
-def open_root(path: str):
-    try:
-        return uproot.open(path)
-    except FileNotFoundError:
-        raise CrossfedError(f"{path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 - uproot raises many kinds for non-ROOT or damaged files
-        raise CrossfedError(f"{path}: not a readable ROOT file ({_first_line(err)})") from None
+@dataclass
+class ReadPlan:
+    """What to read from one file's tree and how: the schema resolved against the branches it has."""
 
+    tree_name: str
+    collections: dict[str, CollectionPlan]
+    met: MetSpec | None
+    met_branches: dict[str, str]  # met key (pt, px, term_names, ...) -> branch in the file
+    skipped_cuts: list[str]
 
-def list_trees(root_file, path: str) -> list[str]:
-    """Names (without ;cycle) of the TTrees and RNTuples in a file."""
-    try:
-        classes = root_file.classnames()
-    except Exception as err:  # noqa: BLE001
-        raise CrossfedError(f"{path}: corrupt ROOT file, cannot list its contents ({_first_line(err)})") from None
-    return sorted({key.split(";")[0] for key, cls in classes.items() if cls in TREE_CLASSES})
-
-
-def find_tree(root_file, path: str, schema: Schema):
-    trees = list_trees(root_file, path)
-    for name in schema.tree_names:
-        if name in trees:
-            try:
-                return name, root_file[name]
-            except Exception as err:  # noqa: BLE001
-                raise CrossfedError(f"{path}: corrupt ROOT file, cannot read tree {name!r} ({_first_line(err)})") \
-                    from None
-    wanted = " or ".join(repr(n) for n in schema.tree_names)
-    has = ", ".join(repr(t) for t in trees) if trees else "no trees at all"
-    raise CrossfedError(f"{path}: no tree {wanted}; the file has {has}")
+    def branches(self) -> dict[str, str]:
+        """Array key ("jets.pt", "jets.btag1", "muons.cut0", "met.px") -> branch name in the file."""
+        keys = {}
+        for kind, plan in self.collections.items():
+            keys.update({f"{kind}.{feature}": name for feature, name in plan.features.items()})
+            keys.update({f"{kind}.btag{i}": name for i, (_, name) in enumerate(plan.btag)})
+            keys.update({f"{kind}.{cut_field(i)}": name for i, _, _, name in plan.cuts})
+        keys.update({f"met.{key}": name for key, name in self.met_branches.items()})
+        return keys
 
 
 def read_events(
@@ -107,13 +110,14 @@ def read_events(
     chunk_size: str | int = "100 MB",
     max_events: int | None = None,
 ) -> tuple[EventBatch, ReadStats]:
-    """Read, convert, select and pad the events of some ROOT files (globs and fsspec URLs allowed)."""
+    """Read, define, select and pad the events of some ROOT files (globs and fsspec URLs allowed)."""
     schema = load_schema(schema) if isinstance(schema, str) else schema
+    step_size = _step_size(chunk_size)
     cut = parse_selection(selection)
     paths = expand_files(files)
     batches, stats = [], ReadStats()
     for path in paths:
-        for batch, chunk_stats in _read_file(path, schema, cut, max_objects, _step_size(chunk_size)):
+        for batch, chunk_stats in _read_file(path, schema, cut, max_objects, step_size):
             batches.append(batch)
             stats.add(chunk_stats)
             if max_events is not None and sum(len(b) for b in batches) >= max_events:
@@ -122,32 +126,59 @@ def read_events(
             continue
         break
     stats.files = len(paths)
-    if stats.events_dropped:
-        warnings.warn(f"{stats.events_dropped} of {stats.events_read} event(s) with non-finite kinematics "
-                      f"(NaN/inf) dropped while reading {', '.join(paths)}", RuntimeWarning, stacklevel=2)
+    where = ", ".join(paths)
+    if stats.events_read and stats.events_dropped == stats.events_read:
+        raise CrossfedError(f"{where}: no events left after dropping {stats.events_dropped} with NaN/inf kinematics")
+    _warn_about(stats, where)
     if cut is not None and stats.events_read and not stats.events_selected:
-        raise CrossfedError(f"selection {selection!r} keeps none of the {stats.events_read} events in "
-                            f"{', '.join(paths)}")
+        raise CrossfedError(f"selection {selection!r} keeps none of the {stats.events_read} events in {where}"
+                            + _empty_selection_hint(stats))
     batch = EventBatch.concat(batches) if batches else EventBatch.empty(max_objects)
     if max_events is not None:
         batch = batch.take(slice(0, max_events))
     return batch, stats
 
 
+def _warn_about(stats: ReadStats, where: str) -> None:
+    """One warning per thing a physicist must know about this read (each reported once, not per chunk)."""
+    if stats.events_dropped:
+        warnings.warn(f"{stats.events_dropped} of {stats.events_read} event(s) with non-finite kinematics "
+                      f"(NaN/inf) dropped while reading {where}", RuntimeWarning, stacklevel=3)
+    if stats.btag_rejected:
+        used = ", ".join(stats.btag) or NO_BTAG
+        reasons = "; ".join(f"{why} in {n} chunk(s)" for why, n in stats.btag_rejected.items())
+        warnings.warn(f"b-tag: {reasons} of {where}; used {used}", RuntimeWarning, stacklevel=3)
+    if stats.skipped_cuts:
+        warnings.warn(f"object definition cuts not applied, their branches are missing in {where}: "
+                      f"{'; '.join(stats.skipped_cuts)}", RuntimeWarning, stacklevel=3)
+
+
+def _empty_selection_hint(stats: ReadStats) -> str:
+    """Why a selection may have kept nothing: no b-tagging, or a collection the definitions emptied."""
+    reasons = ["no usable b-tag discriminant: no jet is b-tagged"] if NO_BTAG in stats.btag else []
+    reasons += [f"the object definitions kept none of the {n['read']} {kind}" for kind, n in stats.objects.items()
+                if n["read"] and not n["overlap"]]
+    return f" ({'; '.join(reasons)})" if reasons else ""
+
+
 def _step_size(chunk_size: str | int) -> str | int:
     """'100 MB' (memory per chunk) or a plain number of entries."""
-    text = str(chunk_size).strip()
-    return int(text) if text.isdigit() else text
+    try:
+        return parse_chunk_size(chunk_size)
+    except ValueError as err:
+        raise CrossfedError(f"chunk size {err}") from None
 
 
 def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: int, step_size):
     root_file = open_root(path)
     with root_file:
-        tree_name, tree = find_tree(root_file, path, schema)
-        collections, met, branches = _resolve_branches(tree, path, tree_name, schema)
+        tree_name, tree = find_tree(root_file, path, schema.tree_names)
+        plan = plan_read(tree, path, tree_name, schema)
+        branches = plan.branches()
         if not branches:
             return
         chunks = tree.iterate(sorted(set(branches.values())), step_size=step_size, library="ak", how=dict)
+        first = True
         while True:
             try:
                 chunk = next(chunks)
@@ -155,15 +186,23 @@ def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: in
                 return
             except Exception as err:  # noqa: BLE001 - damaged baskets, decompression failures, ...
                 raise CrossfedError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated or "
-                                    f"corrupt ({_first_line(err)})") from None
+                                    f"corrupt ({first_line(err)})") from None
             arrays = {key: chunk[name] for key, name in branches.items()}
-            yield _process_chunk(arrays, collections, met, schema.scale_to_gev, cut, max_objects)
+            try:
+                batch, stats = _process_chunk(arrays, plan, schema, cut, max_objects)
+            except CrossfedError as err:
+                raise CrossfedError(f"{path}: {err}") from None
+            if first:  # per file, not per chunk
+                stats.skipped_cuts = list(plan.skipped_cuts)
+                first = False
+            yield batch, stats
 
 
-def _resolve_branches(tree, path: str, tree_name: str, schema: Schema):
-    """Map each schema branch to the name the file uses; skip optional collections the file lacks.
+def plan_read(tree, path: str, tree_name: str, schema: Schema) -> ReadPlan:
+    """Resolve every schema branch against the file's tree; a missing required one is a CrossfedError.
 
-    Returns (collections present, met spec or None, {"<collection>.<feature>": branch name in file}).
+    Optional collections the file lacks are left out; optional cuts whose branch is missing are listed in
+    `skipped_cuts`; b-tag candidates the file lacks are passed over; `met.prefer` is used when present.
     """
     available = set(tree.keys())
     is_rntuple = "RNTuple" in type(tree).__name__
@@ -174,58 +213,104 @@ def _resolve_branches(tree, path: str, tree_name: str, schema: Schema):
         alternative = name.replace(".", ":")  # ATLAS RNTuple spelling of aux variables
         return alternative if is_rntuple and alternative in available else None
 
-    specs: dict[str, CollectionSpec | MetSpec] = {
-        kind: spec for kind, spec in schema.collections if spec is not None}
-    if schema.met is not None:
-        specs["met"] = schema.met
-    branches: dict[str, str] = {}
-    present: dict[str, CollectionSpec] = {}
-    met = None
-    for kind, spec in specs.items():
-        wanted = {feature: name for feature, name in spec if isinstance(name, str) and feature in _BRANCH_KEYS}
-        found = {feature: lookup(name) for feature, name in wanted.items()}
-        missing = [feature for feature, name in found.items() if name is None]
-        if missing and spec.optional:
+    def missing(name: str, key: str) -> CrossfedError:
+        return CrossfedError(f"{path}: tree {tree_name!r} has no branch {name!r} (schema key {key})"
+                             f"{did_you_mean(name, sorted(available))}")
+
+    collections: dict[str, CollectionPlan] = {}
+    skipped: list[str] = []
+    for kind, spec in schema.collections:
+        if spec is None:
             continue
-        if missing:
-            feature = missing[0]
-            where = f"met.{feature}" if kind == "met" else f"collections.{kind}.{feature}"
-            hint = did_you_mean(wanted[feature], sorted(available))
-            raise CrossfedError(f"{path}: tree {tree_name!r} has no branch {wanted[feature]!r} "
-                                f"(schema key {where}){hint}")
-        branches.update({f"{kind}.{feature}": name for feature, name in found.items()})
-        if kind == "met":
-            met = spec
-        else:
-            present[kind] = spec
-    return present, met, branches
+        key = f"collections.{kind}"
+        wanted = spec.feature_branches()
+        found = {feature: lookup(name) for feature, name in wanted.items()}
+        candidates = [(c, lookup(c.branch)) for c in spec.btag or []]
+        btag_found = [(c, name) for c, name in candidates if name is not None]
+        absent = [f for f, name in found.items() if name is None]
+        if spec.optional and (absent or (candidates and not btag_found)):
+            continue
+        if absent:
+            raise missing(wanted[absent[0]], f"{key}.{absent[0]}")
+        if candidates and not btag_found:
+            others = ", ".join(c.branch for c in spec.btag[1:])
+            raise CrossfedError(str(missing(spec.btag[0].branch, f"{key}.btag"))
+                                + (f"; nor the other candidates {others}" if others else ""))
+        cuts = []
+        for index, (stage, cut) in enumerate(spec.cuts()):
+            name = lookup(cut.branch)
+            if name is not None:
+                cuts.append((index, stage, cut, name))
+            elif cut.optional:
+                skipped.append(f"{kind} {stage} {cut.describe()}")
+            else:
+                raise missing(cut.branch, f"{key}.{stage}")
+        collections[kind] = CollectionPlan(spec, {f: n for f, n in found.items() if n is not None}, btag_found, cuts)
+
+    met, met_branches = None, {}
+    if schema.met is not None:
+        for spec, key in ((schema.met.prefer, "met.prefer"), (schema.met, "met")):
+            if spec is None:
+                continue
+            found = {k: lookup(name) for k, name in spec.branches().items()}
+            absent = [k for k, name in found.items() if name is None]
+            if not absent:
+                met, met_branches = spec, found
+                break
+            if key == "met" and not spec.optional:
+                raise missing(spec.branches()[absent[0]], f"met.{absent[0]}")
+    return ReadPlan(tree_name, collections, met, met_branches, skipped)
 
 
-_BRANCH_KEYS = ("pt", "eta", "phi", "mass", "energy", "px", "py", "pz", "charge", "btag", "type_branch")
-
-
-def _process_chunk(arrays, collections, met, scale, cut, max_objects) -> tuple[EventBatch, ReadStats]:
+def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> tuple[EventBatch, ReadStats]:
     n_events = len(next(iter(arrays.values())))
-    groups = {kind: _objects(kind, arrays, collections.get(kind), scale, n_events) for kind in COLLECTION_TYPES}
-    met_objects = _met_objects(arrays, met, scale) if met is not None else _empty_objects(n_events)
+    scale = schema.scale_to_gev
+    stats = ReadStats(events_read=n_events)
+    raw = {kind: _objects(kind, arrays, collection, scale) for kind, collection in plan.collections.items()}
+    btag_used = None
+    if "jets" in raw and plan.collections["jets"].btag:
+        raw["jets"], btag_used = _tag_jets(raw["jets"], plan.collections["jets"].btag, stats)
+    met_x = met_y = None
+    if plan.met is not None:
+        met_x, met_y = met_xy(arrays, plan.met, plan.met_branches, scale)
+
+    finite = _finite_events(raw, met_x, met_y, n_events)
+    stats.events_dropped = int((~finite).sum())
+    n_finite = n_events - stats.events_dropped
+    if btag_used is not None:
+        stats.btag[btag_used] = n_finite
+    groups = {}
+    for kind, objects in raw.items():
+        groups[kind], stats.objects[kind] = apply_definition(objects[finite], plan.collections[kind].spec,
+                                                             [c[:3] for c in plan.collections[kind].cuts], scale)
+    groups = remove_overlaps(groups, schema.overlap_removal)
+    for kind, objects in groups.items():
+        stats.objects[kind]["overlap"] = count(objects)
+    groups = {kind: objects[list(_FIELDS)] for kind, objects in groups.items()}
+    for kind in COLLECTION_TYPES:
+        groups.setdefault(kind, _empty_objects(n_finite))
+
+    if plan.met is None:
+        met_objects = _empty_objects(n_finite)
+    else:
+        met_x, met_y = met_x[finite], met_y[finite]
+        if plan.met.rebuild:
+            met_x, met_y = rebuild(met_x, met_y, list(groups.values()))
+        met_objects = _met_objects(met_x, met_y)
+        stats.met[plan.met.describe()] = n_finite
+
     leptons = _by_pt(ak.concatenate([groups["electrons"], groups["muons"]], axis=1))
     ordered = ak.concatenate([met_objects, leptons, _by_pt(groups["taus"]), _by_pt(groups["photons"]),
                               _by_pt(groups["jets"])], axis=1)
-
-    finite = np.ones(n_events, bool)
-    for field in FEATURES:
-        finite &= ak.to_numpy(ak.all(np.isfinite(ordered[field]), axis=1))
-    keep = finite
-    if cut is not None:
-        keep = finite & cut(_selection_variables(groups, met_objects))
-    stats = ReadStats(events_read=n_events, events_dropped=int((~finite).sum()), events_selected=int(keep.sum()))
+    keep = np.ones(n_finite, bool) if cut is None else cut(_selection_variables(groups, met_objects))
+    stats.events_selected = int(keep.sum())
     return _pad(ordered[keep], max_objects), stats
 
 
-def _objects(kind: str, arrays, spec: CollectionSpec | None, scale: float, n_events: int) -> ak.Array:
-    if spec is None:
-        return _empty_objects(n_events)
-    get = lambda feature: ak.values_astype(arrays[f"{kind}.{feature}"], np.float64)  # noqa: E731
+def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> ak.Array:
+    """The collection's objects in GeV with the common fields, plus its b-tag candidates and cut values."""
+    spec = plan.spec
+    get = lambda key: ak.values_astype(arrays[f"{kind}.{key}"], np.float64)  # noqa: E731
     if spec.is_cartesian:
         px, py, pz, energy = (get(f) * scale for f in ("px", "py", "pz", "energy"))
         pt = np.hypot(px, py)
@@ -241,11 +326,10 @@ def _objects(kind: str, arrays, spec: CollectionSpec | None, scale: float, n_eve
             energy = np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2)
     zeros = pt * 0.0
     charge = get("charge") if spec.charge is not None else zeros
-    btag = get("btag") if spec.btag is not None else zeros
-    object_type = zeros + int(COLLECTION_TYPES[kind])
-    if spec.btag is not None:
-        object_type = ak.where(btag > spec.btag_wp, int(ObjectType.BJET), object_type)
-    objects = ak.zip(dict(zip(_FIELDS, (pt, eta, phi, energy, charge, btag, object_type))))
+    columns = dict(zip(_FIELDS, (pt, eta, phi, energy, charge, zeros, zeros + int(COLLECTION_TYPES[kind]))))
+    columns.update({f"btag{i}": get(f"btag{i}") for i in range(len(plan.btag))})
+    columns.update({cut_field(i): arrays[f"{kind}.{cut_field(i)}"] for i, _, _, _ in plan.cuts})
+    objects = ak.zip(columns)
     if spec.type_branch is not None:
         object_kind = ak.values_astype(arrays[f"{kind}.type_branch"], np.int64)
         wanted = object_kind == spec.type_values[0]
@@ -255,21 +339,36 @@ def _objects(kind: str, arrays, spec: CollectionSpec | None, scale: float, n_eve
     return objects
 
 
-def _met_objects(arrays, spec: MetSpec, scale: float) -> ak.Array:
-    def per_event(key: str) -> np.ndarray:
-        values = arrays[key]
-        if values.ndim > 1:  # a list of MET terms per event (PHYSLITE MET_Core): their vector sum
-            values = ak.sum(values, axis=1)
-        return ak.to_numpy(values).astype(np.float64)
+def _tag_jets(jets: ak.Array, candidates: list[tuple[BtagCandidate, str]], stats: ReadStats) -> tuple[ak.Array, str]:
+    """Fill btag and BJET from the first usable candidate of this chunk; returns the jets and what was used."""
+    values = [ak.to_numpy(ak.flatten(jets[f"btag{i}"])) for i in range(len(candidates))]
+    chosen, rejected = btag.choose(values, [c for c, _ in candidates])
+    for reason in rejected:
+        stats.btag_rejected[reason] = 1
+    if chosen is None:
+        return jets, NO_BTAG
+    candidate = candidates[chosen][0]
+    discriminant = btag.clip(jets[f"btag{chosen}"], candidate)
+    jets = ak.with_field(jets, discriminant, "btag")
+    tagged = ak.where(discriminant > candidate.wp, int(ObjectType.BJET), jets.object_type)
+    return ak.with_field(jets, tagged, "object_type"), candidate.describe()
 
-    if spec.pt is not None:
-        pt, phi = per_event("met.pt") * scale, per_event("met.phi")
-    else:
-        px, py = per_event("met.px") * scale, per_event("met.py") * scale
-        pt, phi = np.hypot(px, py), np.arctan2(py, px)
+
+def _finite_events(raw: dict[str, ak.Array], met_x, met_y, n_events: int) -> np.ndarray:
+    finite = np.ones(n_events, bool)
+    for objects in raw.values():
+        for name in FEATURES:
+            finite &= ak.to_numpy(ak.all(np.isfinite(objects[name]), axis=1))
+    if met_x is not None:
+        finite &= np.isfinite(met_x) & np.isfinite(met_y)
+    return finite
+
+
+def _met_objects(met_x: np.ndarray, met_y: np.ndarray) -> ak.Array:
+    pt, phi = np.hypot(met_x, met_y), np.arctan2(met_y, met_x)
     zeros = np.zeros_like(pt)
     columns = dict(zip(_FIELDS, (pt, zeros, phi, pt, zeros, zeros, zeros + int(ObjectType.MET))))
-    return ak.unflatten(ak.zip(columns), 1)  # one MET object per event
+    return ak.unflatten(ak.zip(columns), np.ones(len(pt), np.int64))  # one MET object per event
 
 
 def _empty_objects(n_events: int) -> ak.Array:
@@ -281,7 +380,7 @@ def _by_pt(objects: ak.Array) -> ak.Array:
 
 
 def _selection_variables(groups, met_objects) -> dict[str, np.ndarray]:
-    def count(objects) -> np.ndarray:
+    def multiplicity(objects) -> np.ndarray:
         return ak.to_numpy(ak.num(objects, axis=1))
 
     def leading_pt(objects) -> np.ndarray:
@@ -290,13 +389,13 @@ def _selection_variables(groups, met_objects) -> dict[str, np.ndarray]:
     jets = groups["jets"]
     leptons = ak.concatenate([groups["electrons"], groups["muons"]], axis=1)
     variables = {
-        "n_electrons": count(groups["electrons"]),
-        "n_muons": count(groups["muons"]),
-        "n_leptons": count(leptons),
-        "n_taus": count(groups["taus"]),
-        "n_photons": count(groups["photons"]),
-        "n_jets": count(jets),
-        "n_bjets": count(jets[jets.object_type == int(ObjectType.BJET)]),
+        "n_electrons": multiplicity(groups["electrons"]),
+        "n_muons": multiplicity(groups["muons"]),
+        "n_leptons": multiplicity(leptons),
+        "n_taus": multiplicity(groups["taus"]),
+        "n_photons": multiplicity(groups["photons"]),
+        "n_jets": multiplicity(jets),
+        "n_bjets": multiplicity(jets[jets.object_type == int(ObjectType.BJET)]),
         "met": ak.to_numpy(ak.fill_none(ak.firsts(met_objects.pt), 0.0)),
         "ht": ak.to_numpy(ak.sum(jets.pt, axis=1)),
         "lead_lepton_pt": leading_pt(leptons),
@@ -313,10 +412,3 @@ def _pad(objects: ak.Array, max_objects: int) -> EventBatch:
     features = np.stack(columns, axis=-1).astype(np.float32).reshape(len(objects), max_objects, len(FEATURES))
     types = ak.to_numpy(ak.fill_none(padded.object_type, 0)).astype(np.int8).reshape(len(objects), max_objects)
     return EventBatch(features, types, mask.reshape(len(objects), max_objects))
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-

@@ -29,6 +29,7 @@ VARIABLES: dict[str, str] = {
     "lead_jet_pt": "pT of the hardest jet, 0 if none [GeV]",
 }
 
+MAX_DEPTH = 100  # levels of nesting; real selections use a handful, Python's recursion limit is 1000
 _FUNCTIONS: dict[str, Callable] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
 _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}
 _COMPARE = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
@@ -40,10 +41,15 @@ class Selection:
 
     def __init__(self, expression: str):
         self.expression = expression
+        too_deep = f"nested too deeply (more than {MAX_DEPTH} levels)"
         try:
             self._tree = ast.parse(expression.strip(), mode="eval").body
         except SyntaxError as err:
-            raise self._error(f"not a valid expression ({err.msg})") from None
+            raise self._error(too_deep if "nested" in err.msg else f"not a valid expression ({err.msg})") from None
+        except (RecursionError, MemoryError):  # Python's own parser gives up on very deep expressions
+            raise self._error(too_deep) from None
+        if _depth(self._tree) > MAX_DEPTH:  # the checks and the evaluation below recurse
+            raise self._error(too_deep)
         self._check(self._tree)
         probe = self({name: np.zeros(1) for name in VARIABLES})  # catches e.g. 'met + 1' (not a condition)
         if probe.dtype != bool:
@@ -54,7 +60,8 @@ class Selection:
             return np.asarray(self._evaluate(self._tree, variables))
 
     def _error(self, what: str) -> CrossfedError:
-        return CrossfedError(f"selection {self.expression!r}: {what}; variables: {', '.join(VARIABLES)}")
+        shown = self.expression if len(self.expression) <= 80 else self.expression[:77] + "..."
+        return CrossfedError(f"selection {shown!r}: {what}; variables: {', '.join(VARIABLES)}")
 
     def _check(self, node: ast.AST) -> None:
         if isinstance(node, ast.Name):
@@ -115,6 +122,16 @@ class Selection:
             result = step if result is None else np.logical_and(result, step)
             left = right
         return result
+
+
+def _depth(tree: ast.AST) -> int:
+    """Depth of an expression tree, measured without recursion (it guards the recursive walks)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _as_condition(value):
