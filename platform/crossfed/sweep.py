@@ -28,7 +28,7 @@ from crossfed.config import (
     RunConfig, apply_overrides, config_from_dict, describe_validation_error, load_config, read_yaml,
 )
 from crossfed.config.base import Section
-from crossfed.errors import CrossfedError, did_you_mean
+from crossfed.errors import CrossfedError, did_you_mean, innermost_cause
 from crossfed.federation.rounds import FINAL_MODEL_ARTIFACT
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -449,8 +449,6 @@ def _log_sweep_spec(sweep: Sweep) -> None:
 
 def _trial_error(error: BaseException) -> str:
     """The one-line reason a trial failed: a CrossfedError's message, else the innermost exception's."""
-    from crossfed.federation.rounds import innermost_cause
-
     cause = innermost_cause(error)
     if isinstance(cause, CrossfedError):
         return str(cause)

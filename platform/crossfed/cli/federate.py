@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-MODES = ("federated", "local", "centralized")
+from crossfed.federation import MODES
 
 
 def register(app: typer.Typer) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
 
 log = logging.getLogger(__name__)
-MODES = ("federated", "local", "centralized")
 ALL_GROUPS = ["adapter", "backbone", "heads"]
 
 
@@ -87,13 +87,6 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
         raise CrossfedError(f"run {found.info.run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
     with mlflow.start_run(run_id=found.info.run_id) as run:
         yield run
-
-
-def innermost_cause(err: BaseException) -> BaseException:
-    """The exception at the bottom of a chain of RayTaskErrors (each may wrap another actor's)."""
-    while getattr(err, "cause", None) is not None:
-        err = err.cause
-    return err
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
