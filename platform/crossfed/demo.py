@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from crossfed import report as rep
+from crossfed.atomic import write_atomically
 from crossfed.config import RunConfig, config_from_dict
 from crossfed.errors import CrossfedError
 
@@ -101,19 +101,16 @@ def make_samples(scale: Scale, data_root: Path, seed: int = 0, progress: bool = 
         if console:
             console.print(f"reusing the sample data in {target}")
         return files
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted generation
-    staging.mkdir(parents=True)
-    try:
+    if console:
+        total = 2 * (scale.pretrain_events + 2 * scale.labelled_events)
+        console.print(f"[bold]generating[/] {total} events with Pythia 8 into {target}")
+
+    def generate(staging: Path) -> None:
+        staging.mkdir()
         (staging / "recipe.yaml").write_text(recipe)
-        if console:
-            total = 2 * (scale.pretrain_events + 2 * scale.labelled_events)
-            console.print(f"[bold]generating[/] {total} events with Pythia 8 into {target}")
         make_recipe(staging / "recipe.yaml", progress=progress)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left
-        raise
+
+    write_atomically(target, generate)  # nothing half-written is left, even by Ctrl-C
     return files
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PositiveInt, ValidationError
 
+from crossfed.atomic import write_text_atomically
 from crossfed.config import (
     RunConfig, apply_overrides, config_from_dict, describe_validation_error, load_config, read_yaml,
 )
@@ -430,12 +431,11 @@ def _finish(sweep: Sweep, results, parent_run_id: str, experiment_dir: Path) -> 
     best = rows[0]
     best_config = config_from_dict(apply_overrides(sweep.base_raw, best["params"]), source="best trial")
     best_path = experiment_dir / "best.yaml"
-    tmp = best_path.with_suffix(".yaml.tmp")
-    tmp.write_text(
+    write_text_atomically(
+        best_path,
         f"# Best configuration of sweep {sweep.name!r} ({sweep.spec.metric} = {best['value']:.6g})\n"
-        + best_config.to_yaml()
+        + best_config.to_yaml(),
     )
-    tmp.replace(best_path)
     _log_sweep_outcome(sweep, parent_run_id, rows, best, best_path)
     return SweepResult(rows, best_path, parent_run_id)
 

@@ -38,13 +38,14 @@ def pretrain(
 
     from crossfed.config import load_config
     from crossfed.errors import CrossfedError
+    from crossfed.ray_session import connect_ray
 
     if mode not in MODES:
         raise CrossfedError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     cfg = load_config(config, overrides)
     console = Console()
     rounds = cfg.federation.rounds if mode == "federated" else min(cfg.federation.rounds, cfg.training.steps)
-    with _ray(address), Progress(
+    with connect_ray(address), Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console,
     ) as progress:
@@ -67,26 +68,6 @@ def pretrain(
     console.print(f"browse it: mlflow ui --backend-store-uri {uri}", highlight=False, markup=False)
     console.print(f"continue it later: crossfed pretrain {config} --mode {mode} --resume {result.run_id}",
                   highlight=False, markup=False)
-
-
-def _ray(address: str | None):
-    """Connect to `address` when given (the engine otherwise uses RAY_ADDRESS or an embedded Ray)."""
-    import contextlib
-
-    if not address:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def connected():
-        import ray
-
-        ray.init(address=address)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-
-    return connected()
 
 
 def _summary(console, result) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +18,7 @@ from crossfed.errors import CrossfedError, innermost_cause
 from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
+from crossfed.ray_session import connect_ray
 
 log = logging.getLogger(__name__)
 ALL_GROUPS = ["adapter", "backbone", "heads"]
@@ -50,22 +50,6 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
             node_group=None, workers=first.workers, cpus_per_worker=first.cpus_per_worker,
             gpus_per_worker=first.gpus_per_worker))]
     return RoundPlan(clients, ALL_GROUPS, steps, federated=False)
-
-
-@contextlib.contextmanager
-def ray_connection():
-    """Use an initialised Ray, else RAY_ADDRESS, else an embedded local Ray that dies with this call."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # "local": a new embedded Ray; a bare ray.init() would join any Ray already running on the machine.
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -116,7 +100,7 @@ def run_federation(
     version (a sweep registers only its best trial's).
     """
     plan = plan_rounds(config, mode, experiment)
-    with ray_connection():
+    with connect_ray():
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
         return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
