@@ -77,7 +77,10 @@ def describe_validation_error(err: ValidationError, source: str, model: type[Bas
     """
     lines = []
     for e in err.errors():
-        steps = walk_keys(model, e["loc"], tagged=True) if model is not None else [KeyStep(k, "value") for k in e["loc"]]
+        if model is not None:
+            steps = walk_keys(model, e["loc"], tagged=True)
+        else:
+            steps = [KeyStep(key, "value") for key in e["loc"]]
         path = ".".join(str(step.key) for step in steps if step.kind != "tag") or "(top level)"
         if e["type"] == "extra_forbidden":
             message = "unknown key" + (_unknown_key_hint(steps[-1]) if steps else "")
