@@ -37,7 +37,7 @@ from crossfed.errors import CrossfedError
 from crossfed.federation import placement
 from crossfed.federation.client import client_actor_class, state_nbytes
 from crossfed.federation.result import read_latest_checkpoint, save_state, write_round_checkpoint
-from crossfed.federation.strategies import ClientUpdate, State
+from crossfed.federation.strategies import ClientUpdate, State, build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def first_worker_bundle(placement_group, plan: RoundPlan) -> int:
 class RecoveryState:
     """Where the run could restart from: everything a retried round or a resumed run needs, in one place.
 
-    Invariants, true whenever no round is running (a round changes this only in `collect`, which adds
-    stragglers, and in `commit`):
+    Invariants, true whenever no round is running (`collect` adds stragglers, `idle` frees those whose
+    fit has returned; `client_rounds` and `completed_rounds` move only in `commit`):
     - `completed_rounds` is the last round whose driver checkpoint is committed (`latest` names it); the
       driver's global model and history are those after that round.
     - `client_rounds[name]`, for every started client, is the round of that client's newest complete
@@ -106,6 +106,8 @@ class RecoveryState:
       returns the client is busy: not sampled, evaluated or checkpointed (its `client_rounds` entry stays
       behind), and its late update is discarded. Stragglers are not saved: after a resume none is running.
     Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers excepted.
+    Not yet covered: a crash after the clients' checkpoints of round k and before the driver's commits
+    it. A client keeps only its newest checkpoint, so the one the committed `client_rounds` names is gone.
     """
 
     completed_rounds: int = 0
@@ -157,8 +159,6 @@ class FederationDriver:
     """
 
     def __init__(self, config: RunConfig, plan: RoundPlan, run_dir: str):
-        from crossfed.federation.strategies import build_strategy
-
         self.config, self.plan, self.run_dir = config, plan, Path(run_dir)
         fed = config.federation
         self.strategy = build_strategy(fed.strategy) if plan.federated else None
