@@ -38,14 +38,13 @@ def pretrain(
 
     from crossfed.config import load_config
     from crossfed.errors import CrossfedError
-    from crossfed.ray_session import connect_ray
 
     if mode not in MODES:
         raise CrossfedError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     cfg = load_config(config, overrides)
     console = Console()
     rounds = cfg.federation.rounds if mode == "federated" else min(cfg.federation.rounds, cfg.training.steps)
-    with connect_ray(address), Progress(
+    with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console,
     ) as progress:
@@ -58,7 +57,8 @@ def pretrain(
 
         from crossfed.federation import run_federation
 
-        result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round)
+        result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round,
+                                address=address)
     console = Console(soft_wrap=True)  # keep the commands below on one line each, for copying
     _summary(console, result)
     from crossfed.tracking import tracking_uri

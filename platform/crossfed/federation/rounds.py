@@ -90,6 +90,7 @@ def run_federation(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     register_model: bool = True,
+    address: str | None = None,
 ) -> FederationResult:
     """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint under output_dir/<run id>/.
 
@@ -97,10 +98,12 @@ def run_federation(
     record)` is called after every completed round with its scalar record. `placement_group`: run the
     clients' workers in this group's bundles (in client order; a Tune trial's own bundle 0 is skipped)
     instead of one group per client. `register_model=False` logs the final model without registering a
-    version (a sweep registers only its best trial's).
+    version (a sweep registers only its best trial's). Ray: see `connect_ray`; `address` is a cluster to
+    join when no Ray is initialised (default RAY_ADDRESS, else an embedded local Ray for this call). The
+    plan is checked before any Ray starts: a wrong mode or experiment costs no start-up.
     """
     plan = plan_rounds(config, mode, experiment)
-    with connect_ray():
+    with connect_ray(address):
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
         return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
