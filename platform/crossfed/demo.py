@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from crossfed import report as rep
+from crossfed.atomic import write_atomically
 from crossfed.config import RunConfig, config_from_dict
 from crossfed.errors import CrossfedError
 
@@ -101,19 +101,16 @@ def make_samples(scale: Scale, data_root: Path, seed: int = 0, progress: bool = 
         if console:
             console.print(f"reusing the sample data in {target}")
         return files
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted generation
-    staging.mkdir(parents=True)
-    try:
+    if console:
+        total = 2 * (scale.pretrain_events + 2 * scale.labelled_events)
+        console.print(f"[bold]generating[/] {total} events with Pythia 8 into {target}")
+
+    def generate(staging: Path) -> None:
+        staging.mkdir()
         (staging / "recipe.yaml").write_text(recipe)
-        if console:
-            total = 2 * (scale.pretrain_events + 2 * scale.labelled_events)
-            console.print(f"[bold]generating[/] {total} events with Pythia 8 into {target}")
         make_recipe(staging / "recipe.yaml", progress=progress)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left
-        raise
+
+    write_atomically(target, generate)  # nothing half-written is left, even by Ctrl-C
     return files
 
 
@@ -186,8 +183,7 @@ def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[di
 
 # --- 3. fine-tuning -------------------------------------------------------------------------------------
 
-def finetune_all(config: RunConfig, states: dict[str, dict], client, parent_id: str, experiment_id: str,
-                 console) -> list[rep.FinetuneResult]:
+def finetune_all(config: RunConfig, states: dict[str, dict], parent_id: str, console) -> list[rep.FinetuneResult]:
     """Fine-tune every (experiment, method, labelled events); log one child run each."""
     from crossfed.train.finetune import finetune
 
@@ -198,7 +194,7 @@ def finetune_all(config: RunConfig, states: dict[str, dict], client, parent_id: 
             for n in config.finetune.labelled_events:
                 started = time.perf_counter()
                 result = _result(experiment, method, n, finetune(config, experiment, n, per_experiment[experiment]))
-                result.run_id = _log_finetune(client, parent_id, experiment_id, result)
+                result.run_id = _log_finetune(config, parent_id, result)
                 results.append(result)
                 console.print(f"  {experiment:6s} {method:12s} {n:>6d} labelled: AUC {result.auc:.3f}"
                               f"  ({time.perf_counter() - started:.0f} s)")
@@ -220,20 +216,18 @@ def _result(experiment: str, method: str, n: int, metrics) -> rep.FinetuneResult
     )
 
 
-def _log_finetune(client, parent_id: str, experiment_id: str, result: rep.FinetuneResult) -> str:
-    from mlflow.entities import Metric
+def _log_finetune(config: RunConfig, parent_id: str, result: rep.FinetuneResult) -> str:
+    import mlflow
 
-    run = client.create_run(
-        experiment_id, run_name=f"finetune/{result.experiment}/{result.method}/{result.labelled_events}",
-        tags={rep.PARENT: parent_id, rep.KIND: "finetune", rep.EXPERIMENT: result.experiment,
-              rep.METHOD: result.method, rep.LABELLED: str(result.labelled_events)},
-    )
-    now = int(time.time() * 1000)
-    values = {rep.AUC: result.auc, rep.REJECTION_03: result.rejection_03, rep.REJECTION_05: result.rejection_05,
-              rep.ACCURACY: result.accuracy}
-    client.log_batch(run.info.run_id, metrics=[Metric(key, v, now, 0) for key, v in values.items()])
-    client.log_dict(run.info.run_id, result.roc, rep.ROC_ARTIFACT)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    from crossfed import tracking
+
+    tags = {rep.KIND: "finetune", rep.EXPERIMENT: result.experiment, rep.METHOD: result.method,
+            rep.LABELLED: str(result.labelled_events)}
+    with tracking.start_run(config, f"finetune/{result.experiment}/{result.method}/{result.labelled_events}",
+                            mode="finetune", parent_run_id=parent_id, nested_tags=tags) as run:
+        mlflow.log_metrics({rep.AUC: result.auc, rep.REJECTION_03: result.rejection_03,
+                            rep.REJECTION_05: result.rejection_05, rep.ACCURACY: result.accuracy})
+        mlflow.log_dict(result.roc, rep.ROC_ARTIFACT)
     return run.info.run_id
 
 
@@ -269,46 +263,37 @@ def _experiment_id(client, name: str, uri: str) -> str:
 def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", console=None) -> rep.Report:
     """Pre-train, fine-tune and evaluate; log under one MLflow parent run. Returns the report built from the
     results in memory (`crossfed report` rebuilds the same from MLflow); plots go to plots_dir/<run id>/."""
-    import ray
+    import mlflow
     from mlflow import MlflowClient
     from rich.console import Console
+
+    from crossfed import tracking
+    from crossfed.ray_session import connect_ray
 
     console = console or Console()
     check_data(config)  # before anything is logged: a missing file must not leave a failed run behind
     uri = config.tracking.uri or rep.default_tracking_uri()
+    config = config.model_copy(deep=True)
+    config.tracking.uri = uri  # the parent, pre-training and fine-tuning runs all in this one store
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, config.tracking.experiment, uri)
     methods = list(rep.METHOD_ORDER)
-    parent = client.create_run(experiment_id, run_name=config.name, tags={
-        rep.KIND: "demo", rep.EXPERIMENTS: ",".join(config.experiments), rep.METHODS: ",".join(methods),
-        rep.LADDER: ",".join(str(n) for n in config.finetune.labelled_events), "crossfed.scale": scale_name,
-    })
-    parent_id = parent.info.run_id
-    client.log_text(parent_id, config.to_yaml(), "config.yaml")
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        # RAY_ADDRESS: a cluster (the study from --config). Otherwise a new embedded Ray that dies with this
-        # process - "local", because a bare ray.init() would join any Ray already running on the machine.
-        # At least 4 logical CPUs: the federation's two clients and the driver fit even on a 2-core laptop.
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address or "local", num_cpus=None if address else max(4, os.cpu_count() or 1),
-                 include_dashboard=False, log_to_driver=False)
-    try:
-        states, histories = pretrain_all(config, client, parent_id, console)
-        results = finetune_all(config, states, client, parent_id, experiment_id, console)
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")
-        raise
-    finally:
-        if started_ray:
-            ray.shutdown()
-    report = rep.Report(parent_id, experiment_id, list(config.experiments), methods,
-                        list(config.finetune.labelled_events), results, histories)
-    out_dir = Path(plots_dir) / parent_id
-    for path in rep.draw_plots(report, out_dir):
-        client.log_artifact(parent_id, str(path), "plots")
-    rep.write_table_json(report, out_dir / "results.json")
-    client.set_terminated(parent_id, "FINISHED")
+    tags = {rep.KIND: "demo", rep.EXPERIMENTS: ",".join(config.experiments), rep.METHODS: ",".join(methods),
+            rep.LADDER: ",".join(str(n) for n in config.finetune.labelled_events), "crossfed.scale": scale_name}
+    # The parent run ends FAILED if anything below raises (Ctrl-C included), FINISHED once the plots are logged.
+    with tracking.start_run(config, config.name, mode="demo", nested_tags=tags) as parent:
+        parent_id = parent.info.run_id
+        # An embedded Ray (no RAY_ADDRESS) gets at least 4 logical CPUs: the federation's two clients and
+        # the driver fit even on a 2-core laptop.
+        with connect_ray(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False):
+            states, histories = pretrain_all(config, client, parent_id, console)
+            results = finetune_all(config, states, parent_id, console)
+        report = rep.Report(parent_id, experiment_id, list(config.experiments), methods,
+                            list(config.finetune.labelled_events), results, histories)
+        out_dir = Path(plots_dir) / parent_id
+        for path in rep.draw_plots(report, out_dir):
+            mlflow.log_artifact(str(path), "plots")
+        rep.write_table_json(report, out_dir / "results.json")
     return report
 
 

@@ -14,7 +14,18 @@ class CrossfedError(Exception):
     exit_code = 2
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" naming the closest of `choices` to a misspelt `word`, or "" if none is close."""
+def did_you_mean(word: str, choices: Iterable[str], within: str = "") -> str:
+    """" (did you mean 'x'?)" naming the closest of `choices` to a misspelt `word`, or "" if none is close.
+
+    `within` is put before the suggestion: the section a misspelt key was looked up in
+    (`did_you_mean("lrr", ["lr"], within="federation.strategy.")` suggests 'federation.strategy.lr').
+    """
     close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {within + close[0]!r}?)" if close else ""
+
+
+def innermost_cause(err: BaseException) -> BaseException:
+    """The exception at the bottom of a chain of RayTaskErrors (each may wrap another actor's)."""
+    while getattr(err, "cause", None) is not None:
+        err = err.cause
+    return err

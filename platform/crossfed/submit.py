@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from crossfed.errors import CrossfedError
+from crossfed.federation import MODES
 
 COMMANDS = ("pretrain", "finetune", "sweep")
-MODES = ("federated", "local", "centralized")
 
 # Never uploaded with the working directory: VCS data, caches, outputs, event files, local binaries.
 WORKING_DIR_EXCLUDES = [

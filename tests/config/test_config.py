@@ -42,7 +42,7 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path):
 @pytest.mark.parametrize(
     "patch, expected",
     [
-        ({"federation.roundz": 3}, "federation.roundz: unknown key"),
+        ({"federation.roundz": 3}, "federation.roundz: unknown key (did you mean 'rounds'?)"),
         ({"federation.rounds": 0}, "federation.rounds: Input should be greater than 0"),
         ({"training.zero_stage": 4}, "training.zero_stage"),
         ({"training.tasks": {"replaced_object": 0}}, "weights must be positive"),

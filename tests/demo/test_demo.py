@@ -72,6 +72,21 @@ def test_demo_writes_and_logs_valid_plots(demo_run):
     assert logged == set(report.PLOT_NAMES)
 
 
+def test_every_demo_run_carries_config_versions_and_data_fingerprints(demo_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(demo_run["uri"])
+    parent = client.get_run(demo_run["results"]["parent_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{report.PARENT}` = '{parent.info.run_id}'")
+    kinds = {run.data.tags[report.KIND] for run in children}
+    assert kinds == {"pretrain", "finetune"} and parent.info.status == "FINISHED"
+    for run in [parent, *children]:
+        tags = run.data.tags
+        assert tags["crossfed.version.crossfed"] and tags["crossfed.data.cms.finetune.signal"], run.info.run_name
+        assert run.data.params["model.preset"] == "tiny", run.info.run_name
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+
+
 def test_demo_logs_pretraining_runs_with_a_loss_per_round(demo_run):
     from mlflow import MlflowClient
 

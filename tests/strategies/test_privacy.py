@@ -5,10 +5,15 @@ import pytest
 
 from crossfed.config import StrategyConfig
 from crossfed.config.federation import PrivacyConfig
-from crossfed.errors import CrossfedError
 from crossfed.federation.privacy import CentralPrivacy
 from crossfed.federation.strategies import ClientUpdate, build_strategy
 from crossfed.federation.validation import update_norm
+
+
+def private_round(privacy, strategy, global_state, updates, rng):
+    """One private round as the driver runs it: clip, the strategy's mean delta, noise, the server step."""
+    clipped = privacy.privatize(global_state, updates)
+    return strategy.aggregate(global_state, clipped, perturb_delta=privacy.perturbation(len(clipped), rng))
 
 
 def test_privatize_clips_each_delta_to_the_norm_over_all_tensors():
@@ -31,7 +36,7 @@ def test_noise_std_is_noise_multiplier_times_clip_over_clients():
     # four clients that did not move: the new state is pure noise of std 1.2 × 0.5 / 4 = 0.15
     updates = [ClientUpdate(f"c{i}", {"w": np.zeros(200_000, np.float32)}, 10) for i in range(4)]
     fedavg = build_strategy(StrategyConfig(name="fedavg"))
-    new = privacy.aggregate(fedavg, global_state, updates, np.random.default_rng(7))
+    new = private_round(privacy, fedavg, global_state, updates, np.random.default_rng(7))
     assert privacy.noise_std(4) == pytest.approx(0.15)
     assert new["w"].std() == pytest.approx(0.15, rel=0.01)  # relative standard error ~0.16 %
     assert abs(new["w"].mean()) < 0.002
@@ -48,7 +53,7 @@ def test_noise_goes_on_the_mean_delta_before_the_server_step():
     updates = [
         ClientUpdate(c, {"w": np.full(10_000, v, np.float32)}, n) for c, v, n in [("a", 0.01, 1), ("b", 0.03, 99)]
     ]
-    new = privacy.aggregate(strategy, global_state, updates, np.random.default_rng(1))
+    new = private_round(privacy, strategy, global_state, updates, np.random.default_rng(1))
     assert new["w"].mean() == pytest.approx(0.04, abs=0.004)
     assert new["w"].std() == pytest.approx(0.1, rel=0.03)
 
@@ -63,7 +68,7 @@ def test_epsilon_from_opacus_grows_with_rounds_and_survives_resume():
     assert privacy.epsilon() == 0.0
     epsilons = []
     for _ in range(3):
-        privacy.aggregate(strategy, global_state, updates, rng)
+        private_round(privacy, strategy, global_state, updates, rng)
         epsilons.append(privacy.epsilon())
     assert all(np.isfinite(e) and e > 0 for e in epsilons)
     assert epsilons[0] < epsilons[1] < epsilons[2]
@@ -71,14 +76,14 @@ def test_epsilon_from_opacus_grows_with_rounds_and_survives_resume():
     resumed = CentralPrivacy(cfg, total_clients=10)
     resumed.load_state_dict(privacy.state_dict())
     assert resumed.epsilon() == epsilons[-1]
-    resumed.aggregate(strategy, global_state, updates, rng)
-    privacy.aggregate(strategy, global_state, updates, rng)
+    private_round(resumed, strategy, global_state, updates, rng)
+    private_round(privacy, strategy, global_state, updates, rng)
     assert resumed.epsilon() == privacy.epsilon() > epsilons[-1]
 
 
 def test_central_dp_refuses_robust_aggregators():
     privacy = CentralPrivacy(PrivacyConfig(enabled=True), total_clients=3)
     updates = [ClientUpdate(c, {"w": np.ones(1, np.float32)}, 1) for c in "abc"]
-    with pytest.raises(CrossfedError, match="fedmedian"):
-        privacy.aggregate(build_strategy(StrategyConfig(name="fedmedian")), {"w": np.zeros(1, np.float32)}, updates,
-                          np.random.default_rng(0))
+    with pytest.raises(ValueError, match="fedmedian"):
+        private_round(privacy, build_strategy(StrategyConfig(name="fedmedian")), {"w": np.zeros(1, np.float32)},
+                      updates, np.random.default_rng(0))

@@ -5,7 +5,7 @@ import pickle
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from crossfed.asha import RoundASHA
+from crossfed.sweep.asha import RoundASHA
 
 
 def scheduler(tmp_path):

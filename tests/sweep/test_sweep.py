@@ -162,7 +162,7 @@ def test_trial_interrupted_before_its_first_report_keeps_one_run(tmp_path, sampl
     round, deleted if not, so that each trial keeps exactly one MLflow run."""
     from crossfed import tracking
     from crossfed.config import load_config
-    from crossfed.sweep import _unreported_run
+    from crossfed.sweep.runner import _unreported_run
 
     config = load_config(base_config(tmp_path, samples))
     with tracking.start_run(config, "sweep-x", mode="sweep") as parent:
@@ -188,5 +188,7 @@ def test_trial_interrupted_before_its_first_report_keeps_one_run(tmp_path, sampl
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("tuning").glob("*.yaml")), ids=str)
 def test_shipped_sweeps_are_valid(path):
+    from crossfed.sweep.runner import param_space
+
     sweep = Sweep(path)
-    assert sweep.spec.space and sweep.param_space()
+    assert sweep.spec.space and param_space(sweep)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-MODES = ("federated", "local", "centralized")
+from crossfed.federation import MODES
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def pretrain(
     cfg = load_config(config, overrides)
     console = Console()
     rounds = cfg.federation.rounds if mode == "federated" else min(cfg.federation.rounds, cfg.training.steps)
-    with _ray(address), Progress(
+    with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console,
     ) as progress:
@@ -57,7 +57,8 @@ def pretrain(
 
         from crossfed.federation import run_federation
 
-        result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round)
+        result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round,
+                                address=address)
     console = Console(soft_wrap=True)  # keep the commands below on one line each, for copying
     _summary(console, result)
     from crossfed.tracking import tracking_uri
@@ -67,26 +68,6 @@ def pretrain(
     console.print(f"browse it: mlflow ui --backend-store-uri {uri}", highlight=False, markup=False)
     console.print(f"continue it later: crossfed pretrain {config} --mode {mode} --resume {result.run_id}",
                   highlight=False, markup=False)
-
-
-def _ray(address: str | None):
-    """Connect to `address` when given (the engine otherwise uses RAY_ADDRESS or an embedded Ray)."""
-    import contextlib
-
-    if not address:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def connected():
-        import ray
-
-        ray.init(address=address)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-
-    return connected()
 
 
 def _summary(console, result) -> None:

@@ -18,6 +18,7 @@ from crossfed.config.data import AugmentConfig, DataConfig
 from crossfed.config.experiments import ClusterConfig, DatasetConfig, ExperimentConfig, LabelledConfig
 from crossfed.config.federation import FederationConfig, PrivacyConfig, StrategyConfig
 from crossfed.config.finetune import FinetuneConfig
+from crossfed.config.keys import describe_validation_error, walk_keys
 from crossfed.config.model import ModelConfig
 from crossfed.config.tracking import TrackingConfig
 from crossfed.config.training import TrainingConfig
@@ -27,7 +28,7 @@ __all__ = [
     "AugmentConfig", "ClusterConfig", "DataConfig", "DatasetConfig", "ExperimentConfig", "FederationConfig",
     "FinetuneConfig", "LabelledConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "StrategyConfig",
     "TrackingConfig", "TrainingConfig", "load_config", "config_from_dict", "apply_overrides",
-    "describe_validation_error", "read_yaml",
+    "describe_validation_error", "walk_keys", "read_yaml",
 ]
 
 
@@ -56,26 +57,13 @@ class RunConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
-def describe_validation_error(err: ValidationError, source: str) -> str:
-    """Every problem as `source: key.path: message`, for any crossfed YAML file (config, sweep, recipe)."""
-    lines = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {path}: {msg}")
-    return f"{len(lines)} problems\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
-
-
 def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
     if not isinstance(raw, dict):
         raise CrossfedError(f"{source}: the configuration must be a mapping of sections, got {type(raw).__name__}")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise CrossfedError(describe_validation_error(err, source)) from None
+        raise CrossfedError(describe_validation_error(err, source, RunConfig)) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:

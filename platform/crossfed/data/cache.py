@@ -5,20 +5,19 @@ name: editing a YAML schema invalidates), the selection, max_objects and max_eve
 enough (a copied-over or regenerated file can keep both), so local files are hashed with SHA-256 in 8 MiB
 blocks (about 1 GB/s, cheap next to decoding the ROOT file). Remote fsspec URLs are not downloaded twice to
 be hashed: their key is the ROOT file's UUID (written at creation) together with the size fsspec reports.
-Entries are written atomically (temporary file in the cache folder, then rename), so a crash or a
-concurrent reader never sees half a file.
+Entries are written atomically (`crossfed.atomic`: a temporary file in the cache folder, then a rename),
+so a crash or a concurrent reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from crossfed.atomic import write_atomically
 from crossfed.data.events import EventBatch
 from crossfed.data.files import expand_files
 from crossfed.data.reader import ReadStats, read_events
@@ -75,18 +74,14 @@ def cached_read(files: list[str], schema: str, *, selection: str | None, max_obj
         return batch, stats
     batch, stats = read_events(files, schema, selection=selection, max_objects=max_objects,
                                chunk_size=chunk_size, max_events=max_events)
-    _write_atomically(path, batch, stats)
+    _write_entry(path, batch, stats)
     return batch, stats
 
 
-def _write_atomically(path: Path, batch: EventBatch, stats: ReadStats) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
+def _write_entry(path: Path, batch: EventBatch, stats: ReadStats) -> None:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as f:
             np.savez(f, features=batch.features, types=batch.types, mask=batch.mask,
                      stats=np.array(json.dumps(stats.to_dict())))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)

@@ -25,14 +25,13 @@ Errors name the schema file and the key path; an unknown key suggests the closes
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from crossfed.config import read_yaml
-from crossfed.errors import CrossfedError, did_you_mean
+from crossfed.config import describe_validation_error, read_yaml
+from crossfed.errors import CrossfedError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BUILTIN_SCHEMAS = tuple(sorted(p.stem for p in SCHEMA_DIR.glob("*.yaml")))
@@ -272,34 +271,4 @@ def load_schema(name_or_path: str | Path) -> Schema:
     try:
         return Schema.model_validate(raw)
     except ValidationError as err:
-        raise CrossfedError(_describe(err, path)) from None
-
-
-def _describe(err: ValidationError, path: Path) -> str:
-    problems = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not str(p).startswith(("str", "list", "float"))]
-        where = ".".join(loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            message = "unknown key" + _closest_key_hint(loc)
-        else:
-            message = e["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return f"{path}: " + "; ".join(problems)
-
-
-def _closest_key_hint(loc: list[str]) -> str:
-    """' (did you mean 'pt'?)' for a misspelt key, using the valid keys of the model at that level."""
-    model: type[BaseModel] = Schema
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,) if _is_model(a)] if field else []
-        if not inner:
-            return ""
-        model = inner[0]
-    valid = list(model.model_fields)
-    return did_you_mean(loc[-1], valid) or f" (valid keys: {', '.join(valid)})"
-
-
-def _is_model(annotation) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        raise CrossfedError(describe_validation_error(err, str(path), Schema)) from None

@@ -4,7 +4,10 @@
 (pure numpy) does not pull in Ray and MLflow.
 """
 
-__all__ = ["FederationResult", "run_federation"]
+__all__ = ["MODES", "FederationResult", "run_federation"]
+
+# What `run_federation` can run: the federation, one experiment alone, or all experiments' events pooled.
+MODES = ("federated", "local", "centralized")
 
 
 def __getattr__(name: str):

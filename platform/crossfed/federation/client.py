@@ -3,7 +3,9 @@
 Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client; private
 parameters, optimizer state and events stay in its workers and its own checkpoint folder. The worker
 group stays alive across rounds (data, engine, optimizer warm); if a worker dies the group is rebuilt
-from the client's last checkpoint and the current global model.
+from the client's last checkpoint and the current global model. Which checkpoint is the last one the
+driver says with every call (its `RecoveryState` is the one record of it); the client keeps only the
+newest in its folder.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ class FederationClient:
         self.folder = Path(folder)
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
-        self.last_checkpoint: Path | None = None
         self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
 
     def start(self) -> str:
@@ -74,15 +75,12 @@ class FederationClient:
             total_steps=self.total_steps,
         )
 
-    def _restart_workers(self, global_state) -> None:
+    def _restart_workers(self, checkpoint_round: int | None, global_state) -> None:
         """Replace a broken group: kill every rank (survivors may block in a collective), start anew,
         restore the client's last checkpoint and resynchronise from the global model."""
         self.workers.shutdown()
         self._start_workers()
-        if self.last_checkpoint is not None:
-            self._call_ranks("load_checkpoint", str(self.last_checkpoint))
-        if global_state is not None:
-            self._call_ranks("load_shared_state", global_state)
+        self.restore(checkpoint_round, global_state)
 
     def _call_ranks(self, method: str, *args, **kwargs) -> list:
         """Run a trainer method on every rank; a dead rank fails fast instead of leaving the others
@@ -109,11 +107,13 @@ class FederationClient:
     def shared_state(self, groups: list[str]) -> dict[str, np.ndarray]:
         return self._call_ranks("shared_state", groups)[0]
 
-    def fit(self, global_ref: list, groups: list[str], steps: int, proximal_mu: float) -> dict:
+    def fit(self, global_ref: list, groups: list[str], steps: int, proximal_mu: float,
+            checkpoint_round: int | None) -> dict:
         """Load the global model, train `steps` local steps, return the shared state and scalar metrics.
 
         `global_ref` is `[ObjectRef]`: wrapped so that this actor forwards the reference and each rank
-        fetches the weights from the object store itself.
+        fetches the weights from the object store itself. `checkpoint_round`: the round of this client's
+        last checkpoint, which a worker death rebuilds the group from.
         """
         meter = self._meter().start()
         try:
@@ -123,7 +123,7 @@ class FederationClient:
         except Exception as err:  # noqa: BLE001 - only worker deaths are handled, the rest re-raised
             if not _is_worker_failure(err):
                 raise
-            self._restart_workers(global_ref[0])
+            self._restart_workers(checkpoint_round, global_ref[0])
             return {"client": self.name, "failed": f"worker died: {type(err).__name__}"}
         footprint = self._add_footprint(meter.stop())
         metrics = only_scalars(per_rank[0])  # the trainer already averages over ranks
@@ -136,7 +136,7 @@ class FederationClient:
             "footprint": footprint,
         }
 
-    def evaluate(self, global_ref: list) -> dict[str, float]:
+    def evaluate(self, global_ref: list, checkpoint_round: int | None) -> dict[str, float]:
         """Metrics of the global model on this client's validation split (shared part = global)."""
         meter = self._meter().start()
         try:
@@ -147,19 +147,20 @@ class FederationClient:
         except Exception as err:  # noqa: BLE001
             if not _is_worker_failure(err):
                 raise
-            self._restart_workers(global_ref[0])
+            self._restart_workers(checkpoint_round, global_ref[0])
             return {}
 
     def save(self, round_number: int) -> str:
         """Checkpoint the full client state (private parameters, optimizer) in this client's folder."""
-        target = self.folder / f"round_{round_number:05d}"
-        if target.exists():
-            shutil.rmtree(target)
+        target = self._checkpoint_dir(round_number)
         self._call_ranks("save_checkpoint", str(target))
-        previous, self.last_checkpoint = self.last_checkpoint, target
-        if previous is not None and previous != target and previous.exists():
-            shutil.rmtree(previous, ignore_errors=True)  # only the last completed round is needed
+        for older in self.folder.glob("round_*"):  # only the last completed round is needed
+            if older != target:
+                shutil.rmtree(older, ignore_errors=True)
         return str(target)
+
+    def _checkpoint_dir(self, round_number: int) -> Path:
+        return self.folder / f"round_{round_number:05d}"
 
     def export_model(self) -> str:
         """Write this client's full model - the global shared parameters it holds after the last round, its
@@ -172,12 +173,10 @@ class FederationClient:
         return str(path)
 
     def restore(self, round_number: int | None, global_state: dict[str, np.ndarray] | None) -> None:
-        """Resume: load this client's checkpoint of round `round_number` (None: it has none yet), then
-        the global model."""
+        """Load this client's checkpoint of round `round_number` (None: it has none yet), then the global
+        model: to resume, to retry a round, or to rebuild a broken worker group."""
         if round_number is not None:
-            target = self.folder / f"round_{round_number:05d}"
-            self._call_ranks("load_checkpoint", str(target))
-            self.last_checkpoint = target
+            self._call_ranks("load_checkpoint", str(self._checkpoint_dir(round_number)))
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 

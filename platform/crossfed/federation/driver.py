@@ -1,19 +1,34 @@
 """The driver actor: creates the client actors and runs aggregation rounds.
 
-A round: sample clients → `ray.put` the global shared weights once → each client trains `local_steps`
-and returns its shared state → drop failed clients and stragglers (`round_timeout_s`), retry the round
-if fewer than `min_clients` answered (every client restarting from its last checkpoint, so a retried
-round computes what an undisturbed one would have) → validate updates → central DP (optional) → aggregate →
-evaluate the new global model on every client's validation split → checkpoint (clients first, then
-the driver's round folder, atomically) → return the round's scalar record for logging.
+A round is eight named steps, called in this order by `FederationDriver.run_round`; each takes what the
+one before returned, so each can be run (and tested) alone:
+
+1. `sample`     the clients of this round: every idle one, or `clients_per_round` of them drawn from
+                (seed, round), so a resumed or retried round draws the same;
+2. `broadcast`  `ray.put` the global shared weights once and start every sampled client's local training
+                (on a retry, each client first goes back to its last checkpoint, so a retried round
+                computes what an undisturbed one would have);
+3. `collect`    the updates that arrive within `round_timeout_s`; failed clients and stragglers are
+                dropped. Fewer than `min_clients` updates: the round is retried (`max_round_retries`);
+4. `validate`   reject malformed and outlier updates (federation only);
+5. `privatise`  central DP: clip each update, draw the aggregate's noise from (seed, round) (if enabled);
+6. `aggregate`  the strategy turns the updates into the next global weights (a baseline's single client
+                simply hands its weights over);
+7. `evaluate`   the new global model on every idle client's validation split;
+8. `commit`     checkpoint the clients, then the driver's round folder (atomically), and only then adopt
+                the new global model and record the round.
+
+What a retry or a resume needs is one `RecoveryState`; the step functions change it only where its
+docstring says.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +37,7 @@ from crossfed.errors import CrossfedError
 from crossfed.federation import placement
 from crossfed.federation.client import client_actor_class, state_nbytes
 from crossfed.federation.result import read_latest_checkpoint, save_state, write_round_checkpoint
+from crossfed.federation.strategies import ClientUpdate, State, build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +89,92 @@ def first_worker_bundle(placement_group, plan: RoundPlan) -> int:
     return bundles - workers
 
 
+@dataclass
+class RecoveryState:
+    """Where the run could restart from: everything a retried round or a resumed run needs, in one place.
+
+    Invariants, true whenever no round is running (`collect` adds stragglers, `idle` frees those whose
+    fit has returned; `client_rounds` and `completed_rounds` move only in `commit`):
+    - `completed_rounds` is the last round whose driver checkpoint is committed (`latest` names it); the
+      driver's global model and history are those after that round.
+    - `client_rounds[name]`, for every started client, is the round of that client's newest complete
+      checkpoint on disk (0: the one written at start); never more than `completed_rounds`. A retried
+      round and a resumed run restore each client from exactly that checkpoint, and a client whose
+      workers die rebuilds them from it: it is passed along with every `fit` and `evaluate`, so clients
+      remember none of it themselves.
+    - `stragglers[name]` is the unfinished fit of a client dropped for being too slow. Until that fit
+      returns the client is busy: not sampled, evaluated or checkpointed (its `client_rounds` entry stays
+      behind), and its late update is discarded. Stragglers are not saved: after a resume none is running.
+    Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers excepted.
+    Not yet covered: a crash after the clients' checkpoints of round k and before the driver's commits
+    it. A client keeps only its newest checkpoint, so the one the committed `client_rounds` names is gone.
+    """
+
+    completed_rounds: int = 0
+    client_rounds: dict[str, int] = field(default_factory=dict)
+    stragglers: dict[str, Any] = field(default_factory=dict)  # client -> the ObjectRef of its dropped fit
+
+    def idle(self, names: list[str]) -> list[str]:
+        """`names` less the clients still busy with a dropped fit; a straggler whose fit has ended is free."""
+        import ray
+
+        for name, ref in list(self.stragglers.items()):
+            if ray.wait([ref], timeout=0)[0]:
+                del self.stragglers[name]
+        return [name for name in names if name not in self.stragglers]
+
+    def committed(self, round_number: int, checkpointed: list[str]) -> None:
+        """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`."""
+        self.client_rounds.update(dict.fromkeys(checkpointed, round_number))
+        self.completed_rounds = round_number
+
+    def to_checkpoint(self) -> dict:
+        return {"round": self.completed_rounds, "client_rounds": dict(self.client_rounds)}
+
+
+@dataclass
+class Collected:
+    """What a round's local training brought back by its deadline (the `collect` step)."""
+
+    payloads: dict[str, dict]  # client -> its fit's payload: shared state, num_examples, metrics, timings
+    dropped: dict[str, str]  # client -> why it gave no update (failed, its actor died, too slow)
+
+    def updates(self) -> list[ClientUpdate]:
+        return [ClientUpdate(p["client"], p["state"], p["num_examples"], p["metrics"]) for p in self.payloads.values()]
+
+
+def sample_clients(names: list[str], wanted: int | None, seed: int, round_number: int) -> list[str]:
+    """`wanted` of the idle clients `names` (all when None or more), drawn from (seed, round) alone, so a
+    resumed or retried round samples the same clients; in the order of `names`."""
+    if not wanted or wanted >= len(names):
+        return list(names)
+    rng = np.random.default_rng([seed, round_number])
+    return sorted(rng.choice(names, size=wanted, replace=False).tolist(), key=names.index)
+
+
 class FederationDriver:
-    """Ray actor (see `driver_actor_class`). Holds the global model, strategy and privacy accountant."""
+    """Ray actor (see `driver_actor_class`). Holds the global model, strategy and privacy accountant.
+
+    A plain class too: the round's steps can be called one by one on an instance (tests do).
+    """
 
     def __init__(self, config: RunConfig, plan: RoundPlan, run_dir: str):
         self.config, self.plan, self.run_dir = config, plan, Path(run_dir)
+        fed = config.federation
+        self.strategy = build_strategy(fed.strategy) if plan.federated else None
+        self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
         self.clients = {}
-        self.completed_rounds = 0
+        self.global_state: State = {}
         self.history: list[dict] = []
+        self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
-        self.stragglers: dict[str, object] = {}  # client -> its unfinished fit; busy until that returns
-        self.client_rounds: dict[str, int] = {}  # client -> round of its last checkpoint
 
     def start(self, resume: bool, placement_group=None) -> None:
         """Start the clients (failing fast on a node group that cannot host one), then load or make the
         global model. Separate from __init__ so a CrossfedError reaches the caller as itself."""
         import ray
 
-        from crossfed.federation.strategies import build_strategy
-
         config, plan = self.config, self.plan
-        fed = config.federation
-        self.strategy = build_strategy(fed.strategy) if plan.federated else None
-        self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
-        if self.privacy is not None and not self.strategy.mean_based:
-            raise CrossfedError(
-                f"federation.privacy: central DP needs a mean-based strategy, not {fed.strategy.name!r}"
-            )
         client_cls = client_actor_class()
         # Check every client before starting any, with earlier clients' reservations counted, so an
         # impossible node group fails in seconds; then start them all at once (DeepSpeed start-up is slow).
@@ -123,7 +198,7 @@ class FederationDriver:
             self.global_state = ray.get(first.shared_state.remote(plan.shared))
             # Round 0 checkpoints: a retried first round starts from exactly where the first attempt did.
             ray.get([client.save.remote(0) for client in self.clients.values()])
-            self.client_rounds = {name: 0 for name in self.clients}
+            self.recovery.committed(0, list(self.clients))
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _build_privacy(self):
@@ -135,13 +210,13 @@ class FederationDriver:
         import ray
 
         round_number, self.global_state, driver_state = read_latest_checkpoint(self.run_dir)
-        self.completed_rounds, self.history = round_number, driver_state["history"]
+        self.recovery = RecoveryState(round_number, dict(driver_state["client_rounds"]))
+        self.history = driver_state["history"]
         if self.strategy is not None:
             self.strategy.load_state_dict(driver_state["strategy"])
         if self.privacy is not None:
             self.privacy.load_state_dict(driver_state["privacy"])
-        self.client_rounds = driver_state["client_rounds"]
-        ray.get([client.restore.remote(self.client_rounds.get(name), self.global_state)
+        ray.get([client.restore.remote(self.recovery.client_rounds.get(name), self.global_state)
                  for name, client in self.clients.items()])
 
     # -- queries (tests, CLI) -------------------------------------------------------------------------
@@ -153,13 +228,13 @@ class FederationDriver:
         return self.last_received
 
     def state(self) -> tuple[int, list[dict]]:
-        return self.completed_rounds, self.history
+        return self.recovery.completed_rounds, self.history
 
     # -- a round --------------------------------------------------------------------------------------
     def run_round(self) -> dict:
         """Run the next round (retrying it if too few clients answer) and checkpoint it; its record."""
         fed = self.config.federation
-        round_number = self.completed_rounds + 1
+        round_number = self.recovery.completed_rounds + 1
         for attempt in range(fed.max_round_retries + 1):
             record = self._attempt_round(round_number, attempt)
             if record is not None:
@@ -171,108 +246,96 @@ class FederationDriver:
             f"update in {fed.max_round_retries + 1} attempt(s); see the client errors in the log"
         )
 
-    def _min_clients(self) -> int:
-        return min(self.config.federation.min_clients, len(self.clients)) if self.plan.federated else 1
-
-    def _idle_clients(self) -> list[str]:
-        """Clients not still busy with a round they were dropped from for being too slow."""
-        import ray
-
-        for name, ref in list(self.stragglers.items()):
-            if ray.wait([ref], timeout=0)[0]:
-                del self.stragglers[name]  # its late update is discarded
-        return [name for name in self.clients if name not in self.stragglers]
-
-    def _sample_clients(self, round_number: int) -> list[str]:
-        names = self._idle_clients()
-        wanted = self.config.federation.clients_per_round if self.plan.federated else None
-        if not wanted or wanted >= len(names):
-            return names
-        rng = np.random.default_rng([self.config.seed, round_number])  # stateless: same sample on resume
-        return sorted(rng.choice(names, size=wanted, replace=False).tolist(), key=names.index)
-
     def _attempt_round(self, round_number: int, attempt: int) -> dict | None:
-        import ray
-
-        from crossfed.federation.strategies import ClientUpdate
-
-        fed = self.config.federation
+        """The steps in order; None when too few clients answered (the round is to be retried)."""
         started = time.perf_counter()
-        sampled = self._sample_clients(round_number)
-        if attempt > 0:  # a retry starts every client from its last checkpoint, as the first attempt did
-            ray.get([self.clients[name].restore.remote(self.client_rounds.get(name), self.global_state)
-                     for name in sampled])
-        steps = self.plan.steps_per_round[round_number - 1]
-        options = self.strategy.client_options() if self.strategy is not None else {}
-        global_ref = ray.put(self.global_state)  # once per round; every rank fetches it itself
-        futures = {
-            self.clients[name].fit.remote(
-                [global_ref], self.plan.shared, steps, float(options.get("proximal_mu", 0.0)),
-            ): name
-            for name in sampled
-        }
-        done, stragglers = wait_until(list(futures), fed.round_timeout_s)
+        sampled = self.sample(round_number)
+        fits = self.broadcast(sampled, round_number, retry=attempt > 0)
+        collected = self.collect(fits, round_number)
         fit_wall_s = time.perf_counter() - started
-        payloads, dropped = {}, {}
-        for ref in done:
-            name = futures[ref]
-            try:
-                payload = ray.get(ref)
-            except ray.exceptions.RayActorError as err:  # the client actor itself died
-                dropped[name] = f"client actor died: {type(err).__name__}"
-                continue
-            if "failed" in payload:
-                dropped[name] = payload["failed"]
-            else:
-                payloads[name] = payload
-        for ref in stragglers:
-            dropped[futures[ref]] = f"straggler: no answer within round_timeout_s={fed.round_timeout_s:g}"
-            self.stragglers[futures[ref]] = ref
-        for name, why in dropped.items():
-            log.warning("round %d: dropped client %s (%s)", round_number, name, why)
-        self.last_received = payloads
-        if len(payloads) < self._min_clients():
+        if len(collected.payloads) < self._min_clients():
             return None
-
         aggregation_started = time.perf_counter()
-        updates = [ClientUpdate(p["client"], p["state"], p["num_examples"], p["metrics"]) for p in payloads.values()]
-        new_global, rejected = self._aggregate(updates, round_number)
+        updates = collected.updates()
+        accepted, rejected = self.validate(updates)
+        updates, noise = self.privatise(accepted, round_number)
+        new_global = self.aggregate(updates, noise)
         aggregation_s = time.perf_counter() - aggregation_started
-
-        new_ref = ray.put(new_global)
-        evaluations = self._evaluate_everywhere(new_ref)
-        idle = self._idle_clients()  # a straggler keeps its older checkpoint (resume restores that one)
-        ray.get([self.clients[name].save.remote(round_number) for name in idle])
-        self.client_rounds.update({name: round_number for name in idle})
-        self.global_state = new_global
-        self.completed_rounds = round_number
-
-        compute_s = max(p["compute_s"] for p in payloads.values())
+        evaluations = self.evaluate(new_global)
         record = {
             "round": round_number,
             "clients/sampled": len(sampled),
-            "clients/updated": len(updates) - len(rejected),
-            "clients/dropped": len(dropped),
+            "clients/updated": len(accepted),
+            "clients/dropped": len(collected.dropped),
             "clients/rejected": len(rejected),
             "round/attempt": attempt,
-            "bytes/sent": state_nbytes(self.global_state) * len(sampled),
-            "bytes/received": sum(state_nbytes(p["state"]) for p in payloads.values()),
-            "time/local_compute_s": compute_s,
-            "time/transfer_s": max(0.0, fit_wall_s - compute_s),
-            "time/aggregation_s": aggregation_s,
-            "time/round_s": time.perf_counter() - started,
+            **self._traffic_and_time(sampled, collected, new_global, fit_wall_s, aggregation_s),
+            **self._metric_record(collected.payloads, evaluations),
         }
-        record.update(self._metric_record(payloads, evaluations))
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
-        self.history.append(record)
-        self._checkpoint(round_number)
+        self.commit(round_number, new_global, record, round_started=started)
         return record
 
-    def _aggregate(self, updates: list, round_number: int) -> tuple[dict, list[str]]:
-        """Validate, noise (central DP) and aggregate; baselines take their single client's state."""
+    def _min_clients(self) -> int:
+        return min(self.config.federation.min_clients, len(self.plan.clients)) if self.plan.federated else 1
+
+    def sample(self, round_number: int) -> list[str]:
+        """1. The clients that train this round: idle ones, `clients_per_round` of them if set."""
+        wanted = self.config.federation.clients_per_round if self.plan.federated else None
+        return sample_clients(self.recovery.idle(list(self.clients)), wanted, self.config.seed, round_number)
+
+    def broadcast(self, sampled: list[str], round_number: int, *, retry: bool = False) -> dict:
+        """2. Start local training on the sampled clients; {fit ObjectRef: client}. The global weights go
+        into the object store once; every rank fetches them itself. A retry first puts each client back to
+        its last checkpoint, as the first attempt found it."""
+        import ray
+
+        checkpoint_of = self.recovery.client_rounds
+        if retry:
+            ray.get([self.clients[name].restore.remote(checkpoint_of.get(name), self.global_state)
+                     for name in sampled])
+        steps = self.plan.steps_per_round[round_number - 1]
+        proximal_mu = float(self.strategy.client_options().get("proximal_mu", 0.0)) if self.strategy else 0.0
+        global_ref = ray.put(self.global_state)
+        return {
+            self.clients[name].fit.remote([global_ref], self.plan.shared, steps, proximal_mu, checkpoint_of.get(name)):
+                name
+            for name in sampled
+        }
+
+    def collect(self, fits: dict, round_number: int) -> Collected:
+        """3. The updates that arrive within `round_timeout_s`. A client that failed, whose actor died, or
+        that is still training is dropped; one still training becomes a straggler (`RecoveryState`)."""
+        import ray
+
+        timeout_s = self.config.federation.round_timeout_s
+        done, late = wait_until(list(fits), timeout_s)
+        collected = Collected({}, {})
+        for ref in done:
+            name = fits[ref]
+            try:
+                payload = ray.get(ref)
+            except ray.exceptions.RayActorError as err:  # the client actor itself died
+                collected.dropped[name] = f"client actor died: {type(err).__name__}"
+                continue
+            if "failed" in payload:
+                collected.dropped[name] = payload["failed"]
+            else:
+                collected.payloads[name] = payload
+        for ref in late:
+            collected.dropped[fits[ref]] = f"straggler: no answer within round_timeout_s={timeout_s:g}"
+            self.recovery.stragglers[fits[ref]] = ref
+        for name, why in collected.dropped.items():
+            log.warning("round %d: dropped client %s (%s)", round_number, name, why)
+        self.last_received = collected.payloads
+        return collected
+
+    def validate(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
+        """4. (accepted updates, [(client, why rejected)]); too few accepted is an error. A baseline's
+        single update is taken as it is."""
         if self.strategy is None:
-            return dict(updates[0].state), []
+            return updates, []
         from crossfed.federation.validation import validate_updates
 
         accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation)
@@ -283,19 +346,73 @@ class FederationDriver:
                 f"only {len(accepted)} of {len(updates)} client updates passed validation "
                 f"(min_clients={self._min_clients()}): " + "; ".join(f"{k}: {v}" for k, v in rejected)
             )
-        rejected_names = [name for name, _ in rejected]
-        if self.privacy is not None:
-            # Noise drawn from (seed, round): a resumed or retried round adds the same noise.
-            rng = np.random.default_rng([self.config.seed, round_number, 7])
-            return self.privacy.aggregate(self.strategy, self.global_state, accepted, rng), rejected_names
-        return self.strategy.aggregate(self.global_state, accepted), rejected_names
+        return accepted, rejected
 
-    def _evaluate_everywhere(self, global_ref) -> dict[str, dict]:
+    def privatise(self, updates: list[ClientUpdate], round_number: int):
+        """5. Central DP: (the updates clipped, all weighted alike; the noise for the aggregate delta, drawn
+        from (seed, round) so a resumed or retried round adds the same). Without DP: (updates, None)."""
+        if self.privacy is None:
+            return updates, None
+        rng = np.random.default_rng([self.config.seed, round_number, 7])
+        return self.privacy.privatize(self.global_state, updates), self.privacy.perturbation(len(updates), rng)
+
+    def aggregate(self, updates: list[ClientUpdate], noise=None) -> State:
+        """6. The next global weights: the strategy's aggregate (noised by `noise` before its server step);
+        a baseline's single client's weights as they are."""
+        if self.strategy is None:
+            return dict(updates[0].state)
+        return self.strategy.aggregate(self.global_state, updates, perturb_delta=noise)
+
+    def evaluate(self, new_global: State) -> dict[str, dict]:
+        """7. {client: validation metrics} of the new global model on every idle client, within the timeout."""
         import ray
 
-        futures = {self.clients[name].evaluate.remote([global_ref]): name for name in self._idle_clients()}
+        new_ref = ray.put(new_global)
+        futures = {
+            self.clients[name].evaluate.remote([new_ref], self.recovery.client_rounds.get(name)): name
+            for name in self.recovery.idle(list(self.clients))
+        }
         done, _ = wait_until(list(futures), self.config.federation.round_timeout_s)
         return {futures[ref]: ray.get(ref) for ref in done}
+
+    def commit(self, round_number: int, new_global: State, record: dict, *,
+               round_started: float | None = None) -> None:
+        """8. Checkpoint every idle client (a straggler keeps its older checkpoint, which a resume then
+        restores), then the driver's round folder; only then are the new global model and the round's
+        record the driver's, and the recovery state moves to this round. `round_started`
+        (time.perf_counter) stamps the record's `time/round_s`, the round up to its clients' checkpoints."""
+        import ray
+
+        idle = self.recovery.idle(list(self.clients))
+        ray.get([self.clients[name].save.remote(round_number) for name in idle])
+        if round_started is not None:
+            record["time/round_s"] = time.perf_counter() - round_started
+        recovery = RecoveryState(self.recovery.completed_rounds, dict(self.recovery.client_rounds))
+        recovery.committed(round_number, idle)
+        driver_state = {
+            **recovery.to_checkpoint(),
+            "strategy": self.strategy.state_dict() if self.strategy is not None else {},
+            "privacy": self.privacy.state_dict() if self.privacy is not None else {},
+            # client sampling and DP noise are drawn from (seed, round); the training RNGs are in
+            # each client's checkpoint
+            "rng": {"seed": self.config.seed},
+            "history": [*self.history, record],
+        }
+        write_round_checkpoint(self.run_dir, round_number, new_global, driver_state)
+        self.global_state = new_global
+        self.history.append(record)
+        self.recovery.committed(round_number, idle)
+
+    def _traffic_and_time(self, sampled: list[str], collected: Collected, new_global: State, fit_wall_s: float,
+                          aggregation_s: float) -> dict[str, float]:
+        compute_s = max(p["compute_s"] for p in collected.payloads.values())
+        return {
+            "bytes/sent": state_nbytes(new_global) * len(sampled),
+            "bytes/received": sum(state_nbytes(p["state"]) for p in collected.payloads.values()),
+            "time/local_compute_s": compute_s,
+            "time/transfer_s": max(0.0, fit_wall_s - compute_s),
+            "time/aggregation_s": aggregation_s,
+        }
 
     def _metric_record(self, payloads: dict, evaluations: dict) -> dict[str, float]:
         record = {}
@@ -314,19 +431,6 @@ class FederationDriver:
             values = [m[key] for m in evaluations.values() if key in m]
             record[f"global/val_{key}"] = float(np.mean(values))
         return record
-
-    def _checkpoint(self, round_number: int) -> None:
-        driver_state = {
-            "round": round_number,
-            "strategy": self.strategy.state_dict() if self.strategy is not None else {},
-            "privacy": self.privacy.state_dict() if self.privacy is not None else {},
-            # client sampling and DP noise are drawn from (seed, round); the training RNGs are in
-            # each client's checkpoint
-            "rng": {"seed": self.config.seed},
-            "history": self.history,
-            "client_rounds": dict(self.client_rounds),
-        }
-        write_round_checkpoint(self.run_dir, round_number, self.global_state, driver_state)
 
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
@@ -354,7 +458,6 @@ class FederationDriver:
             except Exception as err:  # noqa: BLE001 - tear down the rest anyway
                 log.warning("client shutdown: %s", err)
             ray.kill(client, no_restart=True)
-
 
 def driver_actor_class():
     import ray

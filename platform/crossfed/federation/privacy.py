@@ -21,13 +21,13 @@ Median and trimmed mean have no such sensitivity bound, so central DP refuses th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 
 from crossfed.config.federation import PrivacyConfig
-from crossfed.errors import CrossfedError
-from crossfed.federation.strategies.base import ClientUpdate, State, Strategy
+from crossfed.federation.strategies.base import ClientUpdate, State
 from crossfed.federation.validation import update_norm
 
 
@@ -67,18 +67,14 @@ class CentralPrivacy:
         )
         return noised
 
-    def aggregate(
-        self, strategy: Strategy, global_state: State, updates: list[ClientUpdate], rng: np.random.Generator
-    ) -> State:
-        """One private round: clip → the strategy's mean delta → noise → the strategy's server step."""
-        if not strategy.mean_based:
-            raise CrossfedError(
-                f"federation.privacy: central DP needs a mean-based strategy; {strategy.name!r} has no bounded "
-                "sensitivity (use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad)"
-            )
-        clipped = self.privatize(global_state, updates)
-        noise = partial(self.add_noise, n_clients=len(clipped), rng=rng)
-        return strategy.aggregate(global_state, clipped, perturb_delta=noise)
+    def perturbation(self, n_clients: int, rng: np.random.Generator) -> Callable[[State], State]:
+        """The noise for the mean of `n_clients` clipped updates, as the strategy's `perturb_delta`.
+
+        One private round is `strategy.aggregate(global, privatize(global, updates),
+        perturb_delta=perturbation(len(updates), rng))`: clip → the strategy's mean delta → noise → the
+        strategy's server step. The strategy refuses it unless it is mean-based.
+        """
+        return partial(self.add_noise, n_clients=n_clients, rng=rng)
 
     def epsilon(self) -> float:
         """ε spent so far at the configured δ (0 before the first round; inf without noise)."""

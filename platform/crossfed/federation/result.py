@@ -10,14 +10,13 @@ Layout of a run folder:
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from crossfed.atomic import discard, write_atomically, write_text_atomically
 from crossfed.errors import CrossfedError
 
 
@@ -32,10 +31,13 @@ class FederationResult:
 
 
 def save_state(path: Path, state: dict[str, np.ndarray]) -> None:
-    """Write a state dict as .npz atomically (tmp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **state)
-    os.replace(tmp, path)
+    """Write a state dict as .npz atomically."""
+    write_atomically(path, lambda temporary: _savez(temporary, state))
+
+
+def _savez(path: Path, state: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the temporary's name
+        np.savez(f, **state)
 
 
 def load_state(path: str | Path) -> dict[str, np.ndarray]:
@@ -44,23 +46,20 @@ def load_state(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def write_round_checkpoint(run_dir: Path, round_number: int, global_state: dict, driver_state: dict) -> Path:
-    """Commit round k: build the folder under a temporary name, rename it, then move `latest`."""
+    """Commit round k: write its folder atomically, then move `latest` to it (atomically too)."""
     rounds = run_dir / "rounds"
-    rounds.mkdir(parents=True, exist_ok=True)
     final = rounds / f"round_{round_number:05d}"
-    tmp = rounds / f".round_{round_number:05d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.savez(tmp / "global.npz", **global_state)
-    (tmp / "driver.pkl").write_bytes(pickle.dumps(driver_state))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    latest_tmp = run_dir / ".latest.tmp"
-    latest_tmp.write_text(str(round_number))
-    os.replace(latest_tmp, run_dir / "latest")
-    for older in rounds.glob("round_*"):  # only the last completed round is needed to resume
+
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        _savez(folder / "global.npz", global_state)
+        (folder / "driver.pkl").write_bytes(pickle.dumps(driver_state))
+
+    write_atomically(final, write)
+    write_text_atomically(run_dir / "latest", str(round_number))
+    for older in rounds.iterdir():  # only the last completed round is needed to resume (and no leftovers)
         if older != final:
-            shutil.rmtree(older, ignore_errors=True)
+            discard(older)
     return final
 
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
+from crossfed.ray_session import connect_ray
 
 log = logging.getLogger(__name__)
-MODES = ("federated", "local", "centralized")
 ALL_GROUPS = ["adapter", "backbone", "heads"]
 
 
@@ -53,22 +53,6 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
 
 
 @contextlib.contextmanager
-def ray_connection():
-    """Use an initialised Ray, else RAY_ADDRESS, else an embedded local Ray that dies with this call."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # "local": a new embedded Ray; a bare ray.init() would join any Ray already running on the machine.
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@contextlib.contextmanager
 def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id: str | None, run_name: str | None):
     """A new MLflow parent run, or the resumed run re-opened (its params and tags are already there)."""
     import mlflow
@@ -89,13 +73,6 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
         yield run
 
 
-def innermost_cause(err: BaseException) -> BaseException:
-    """The exception at the bottom of a chain of RayTaskErrors (each may wrap another actor's)."""
-    while getattr(err, "cause", None) is not None:
-        err = err.cause
-    return err
-
-
 def unwrap_ray_error(err: Exception) -> Exception:
     """A CrossfedError raised inside an actor, as the plain one-line CrossfedError it was."""
     cause = innermost_cause(err)
@@ -113,6 +90,7 @@ def run_federation(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     register_model: bool = True,
+    address: str | None = None,
 ) -> FederationResult:
     """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint under output_dir/<run id>/.
 
@@ -120,10 +98,12 @@ def run_federation(
     record)` is called after every completed round with its scalar record. `placement_group`: run the
     clients' workers in this group's bundles (in client order; a Tune trial's own bundle 0 is skipped)
     instead of one group per client. `register_model=False` logs the final model without registering a
-    version (a sweep registers only its best trial's).
+    version (a sweep registers only its best trial's). Ray: see `connect_ray`; `address` is a cluster to
+    join when no Ray is initialised (default RAY_ADDRESS, else an embedded local Ray for this call). The
+    plan is checked before any Ray starts: a wrong mode or experiment costs no start-up.
     """
     plan = plan_rounds(config, mode, experiment)
-    with ray_connection():
+    with connect_ray(address):
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
         return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,

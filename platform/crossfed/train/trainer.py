@@ -9,7 +9,6 @@ parameters collectively in forward).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossfed.atomic import discard, move_into_place, temporary_sibling
 from crossfed.config import RunConfig
 from crossfed.data.events import EventBatch
 from crossfed.errors import CrossfedError
@@ -295,11 +295,11 @@ class LocalTrainer:
     # ---- checkpoints ---------------------------------------------------------------------------------
 
     def save_checkpoint(self, directory: str | Path) -> None:
-        """Full client state (collective); written beside `directory` and renamed, so never half-written."""
+        """Full client state (collective); written beside `directory`, then moved into place: never half-written."""
         directory = Path(directory)
-        partial = directory.with_name(directory.name + ".partial")
-        if self.rank == 0 and partial.exists():
-            shutil.rmtree(partial)
+        partial = temporary_sibling(directory, "partial")  # one name for every rank: they fill it together
+        if self.rank == 0:
+            discard(partial)  # left by an interrupted save
         torch.distributed.barrier()
         # Per-rank state (data cursor, RNGs): DeepSpeed's client_state is only written by data-parallel rank 0.
         rank_state = {
@@ -313,9 +313,7 @@ class LocalTrainer:
         torch.save(rank_state, partial / CHECKPOINT_TAG / f"rank_{self.rank}_trainer_state.pt")
         torch.distributed.barrier()
         if self.rank == 0:
-            if directory.exists():
-                shutil.rmtree(directory)
-            partial.rename(directory)
+            move_into_place(partial, directory)
         torch.distributed.barrier()
 
     def load_checkpoint(self, directory: str | Path) -> None:

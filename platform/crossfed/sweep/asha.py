@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 
+from crossfed.atomic import write_text_atomically
+
 
 class RoundASHA(ASHAScheduler):
     def __init__(self, *, rounds: int, grace_period: int, reduction_factor: float, state_file: Path):
@@ -47,11 +49,8 @@ class RoundASHA(ASHAScheduler):
         return [[dict(recorded) for _, recorded in bracket._rungs] for bracket in self._brackets]
 
     def _save(self) -> None:
-        path = Path(self.state_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rungs": self.rung_scores(), "stopped": sorted(self.stopped)}))
-        tmp.replace(path)  # atomic: an interruption never leaves half a file
+        # atomic: an interruption never leaves half a file
+        write_text_atomically(self.state_file, json.dumps({"rungs": self.rung_scores(), "stopped": sorted(self.stopped)}))
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

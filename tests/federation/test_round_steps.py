@@ -1,0 +1,216 @@
+"""The round's steps one at a time, on a driver instance, with the recovery state's invariants.
+
+The maths steps (sample, validate, privatise, aggregate) need nothing but the driver. The steps that
+talk to clients (broadcast, collect, evaluate, commit) run on a real local Ray against scripted client
+actors that answer `fit` as a test tells them (train, fail, die, be too slow) and record what they were
+asked: the steps' own logic, without DeepSpeed. The whole round with real clients is test_federation.py's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from crossfed.config import config_from_dict
+from crossfed.errors import CrossfedError
+from crossfed.federation.driver import FederationDriver, RecoveryState, sample_clients
+from crossfed.federation.result import read_latest_checkpoint
+from crossfed.federation.rounds import plan_rounds
+from crossfed.federation.strategies import ClientUpdate
+from crossfed.federation.validation import update_norm
+
+NAMES = ("cms", "atlas", "lhcb", "alice")
+
+
+def make_driver(tmp_path, mode="federated", **federation) -> FederationDriver:
+    config = config_from_dict({
+        "seed": 5,
+        "experiments": {name: {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}} for name in NAMES},
+        "federation": {"rounds": 3, "local_steps": 4, **federation},
+    })
+    driver = FederationDriver(config, plan_rounds(config, mode, "cms" if mode == "local" else None), str(tmp_path))
+    driver.global_state = {"w": np.zeros(3, np.float32), "b": np.ones(2, np.float32)}
+    return driver
+
+
+def update(name, shift, global_state, examples=10):
+    return ClientUpdate(name, {k: v + np.float32(shift) for k, v in global_state.items()}, examples)
+
+
+class ScriptedClient:
+    """A client actor's protocol (fit, evaluate, restore, save), answered as scripted; calls are recorded."""
+
+    def __init__(self, name: str, behaviour: str = "train", seconds: float = 0.0):
+        self.name, self.behaviour, self.seconds, self.calls = name, behaviour, seconds, []
+
+    def fit(self, global_ref, groups, steps, proximal_mu, checkpoint_round):
+        import ray
+
+        self.calls.append(("fit", steps, proximal_mu, checkpoint_round))
+        if self.behaviour == "die":
+            os._exit(1)
+        if self.behaviour == "fail":
+            return {"client": self.name, "failed": "worker died: ActorDiedError"}
+        time.sleep(self.seconds)
+        state = {k: v + np.float32(0.5) for k, v in ray.get(global_ref[0]).items()}
+        return {"client": self.name, "state": state, "num_examples": 10, "metrics": {"loss": 1.0},
+                "compute_s": 0.1, "footprint": {}}
+
+    def evaluate(self, global_ref, checkpoint_round):
+        import ray
+
+        self.calls.append(("evaluate", checkpoint_round))
+        return {"loss": float(ray.get(global_ref[0])["w"][0])}
+
+    def restore(self, round_number, global_state):
+        self.calls.append(("restore", round_number))
+
+    def save(self, round_number):
+        self.calls.append(("save", round_number))
+        return ""
+
+    def recorded(self):
+        return self.calls
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from crossfed.ray_session import connect_ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
+    with connect_ray(num_cpus=2, include_dashboard=False, log_to_driver=False):
+        yield
+
+
+def scripted(driver, local_ray, **behaviours):
+    """Scripted actors as the driver's clients: name -> (behaviour, seconds); the rest train at once."""
+    import ray
+
+    actor = ray.remote(num_cpus=0, max_concurrency=4)(ScriptedClient)
+    driver.clients = {name: actor.remote(name, *behaviours.get(name, ("train", 0.0))) for name in NAMES}
+    ray.get([client.__ray_ready__.remote() for client in driver.clients.values()])  # started: timeouts count fits only
+    driver.recovery.committed(0, list(NAMES))
+
+
+def recorded(driver) -> dict[str, list]:
+    import ray
+
+    return {name: ray.get(client.recorded.remote()) for name, client in driver.clients.items()}
+
+
+# -- the maths steps ---------------------------------------------------------------------------------
+def test_sample_draws_from_seed_and_round_alone():
+    names = list(NAMES)
+    first = sample_clients(names, 2, seed=5, round_number=1)
+    assert len(first) == 2 and first == sample_clients(names, 2, seed=5, round_number=1)  # a resume draws the same
+    assert first == sorted(first, key=names.index)
+    assert len({tuple(sample_clients(names, 2, seed=5, round_number=r)) for r in range(1, 20)}) > 1
+    assert sample_clients(names, None, 5, 1) == sample_clients(names, 9, 5, 1) == names
+
+
+def test_validate_rejects_an_outlier_and_too_few_accepted_updates_stop_the_round(tmp_path):
+    driver = make_driver(tmp_path, min_clients=2)
+    g = driver.global_state
+    updates = [update("cms", 0.1, g), update("atlas", 0.2, g), update("lhcb", 50.0, g)]
+    accepted, rejected = driver.validate(updates)
+    assert [u.client for u in accepted] == ["cms", "atlas"]
+    assert [name for name, _ in rejected] == ["lhcb"] and "norm" in rejected[0][1]
+    new = driver.aggregate(*driver.privatise(accepted, round_number=1))  # fedavg, no DP: the weighted mean
+    np.testing.assert_allclose(new["w"], np.full(3, 0.15), rtol=1e-6)
+
+    strict = make_driver(tmp_path, min_clients=3)
+    with pytest.raises(CrossfedError, match="only 2 of 3 client updates passed validation"):
+        strict.validate(updates)
+
+
+def test_privatise_clips_and_draws_the_same_noise_for_the_same_round(tmp_path):
+    driver = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.5})
+    g = driver.global_state
+    updates = [update("cms", 3.0, g, examples=1000), update("atlas", 0.1, g, examples=1)]
+    clipped, noise = driver.privatise(updates, round_number=2)
+    assert update_norm(g, clipped[0].state) == pytest.approx(1.0, rel=1e-6)
+    assert [u.num_examples for u in clipped] == [1, 1]
+    again = driver.aggregate(*driver.privatise(updates, round_number=2))
+    other = driver.aggregate(*driver.privatise(updates, round_number=3))
+    first = driver.aggregate(clipped, noise)
+    np.testing.assert_array_equal(first["w"], again["w"])  # a retried or resumed round adds the same noise
+    assert not np.array_equal(first["w"], other["w"])
+    assert driver.privacy.epsilon() > 0  # the accountant counted the noised aggregates
+
+
+def test_a_baseline_takes_its_single_client_state_as_it_is(tmp_path):
+    driver = make_driver(tmp_path, mode="local")
+    g = driver.global_state
+    only = [update("cms", 70.0, g)]  # no validation, DP or strategy for a baseline
+    accepted, rejected = driver.validate(only)
+    updates, noise = driver.privatise(accepted, round_number=1)
+    assert accepted is only and rejected == [] and noise is None
+    np.testing.assert_array_equal(driver.aggregate(updates)["w"], only[0].state["w"])
+
+
+# -- the steps that talk to clients ----------------------------------------------------------------
+def test_broadcast_starts_each_sampled_client_and_a_retry_rewinds_it_first(tmp_path, local_ray):
+    import ray
+
+    driver = make_driver(tmp_path, strategy={"name": "fedprox", "proximal_mu": 0.05})
+    scripted(driver, local_ray)
+    driver.recovery.committed(1, ["cms", "lhcb"])  # atlas kept its round-0 checkpoint (a straggler then)
+    fits = driver.broadcast(["cms", "atlas"], round_number=2, retry=True)
+    assert sorted(fits.values()) == ["atlas", "cms"]
+    ray.get(list(fits))
+    calls = recorded(driver)
+    assert calls["atlas"] == [("restore", 0), ("fit", 4, 0.05, 0)]
+    assert calls["cms"] == [("restore", 1), ("fit", 4, 0.05, 1)]
+    assert calls["lhcb"] == calls["alice"] == []
+
+
+def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_fit_ends(tmp_path, local_ray):
+    import ray
+
+    driver = make_driver(tmp_path, round_timeout_s=3.0)
+    scripted(driver, local_ray, atlas=("fail", 0.0), lhcb=("die", 0.0), alice=("train", 8.0))
+    collected = driver.collect(driver.broadcast(list(NAMES), round_number=1), round_number=1)
+    assert sorted(collected.payloads) == ["cms"] and driver.received() == collected.payloads
+    assert collected.dropped["atlas"] == "worker died: ActorDiedError"
+    assert collected.dropped["lhcb"].startswith("client actor died")
+    assert collected.dropped["alice"].startswith("straggler")
+    assert [u.client for u in collected.updates()] == ["cms"]
+
+    # Busy with its dropped fit, alice is neither sampled, evaluated nor checkpointed ...
+    assert list(driver.recovery.stragglers) == ["alice"]
+    del driver.clients["lhcb"]  # (a dead actor answers nothing)
+    assert driver.sample(round_number=2) == ["cms", "atlas"]
+    assert sorted(driver.evaluate(driver.global_state)) == ["atlas", "cms"]
+    driver.commit(1, driver.global_state, {"round": 1})
+    assert driver.recovery.client_rounds == {"cms": 1, "atlas": 1, "lhcb": 0, "alice": 0}
+    # ... until that fit has returned; its late update is discarded.
+    ray.wait([driver.recovery.stragglers["alice"]], timeout=30)
+    assert driver.sample(round_number=2) == ["cms", "atlas", "alice"] and not driver.recovery.stragglers
+
+
+def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_path, local_ray):
+    driver = make_driver(tmp_path)
+    scripted(driver, local_ray)
+    new_global = {k: v + 1 for k, v in driver.global_state.items()}
+    record = {"round": 1, "global/val_loss": 0.5}
+    driver.commit(1, new_global, record, round_started=time.perf_counter())
+    assert all(calls == [("save", 1)] for calls in recorded(driver).values())
+    assert driver.recovery == RecoveryState(1, dict.fromkeys(NAMES, 1))
+    assert driver.history == [record] and record["time/round_s"] >= 0
+    number, state, driver_state = read_latest_checkpoint(tmp_path)
+    assert number == 1 and driver_state["client_rounds"] == dict.fromkeys(NAMES, 1)
+    assert driver_state["history"] == [record]
+    np.testing.assert_array_equal(state["w"], new_global["w"])
+
+    # A commit that cannot write its checkpoint leaves the driver at the last committed round.
+    driver.run_dir = tmp_path / "latest"  # a file: no round folder can be made below it
+    with pytest.raises(OSError):
+        driver.commit(2, {k: v + 1 for k, v in new_global.items()}, {"round": 2})
+    assert driver.recovery.completed_rounds == 1 and driver.history == [record]
+    np.testing.assert_array_equal(driver.global_state["w"], new_global["w"])
