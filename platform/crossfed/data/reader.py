@@ -26,7 +26,7 @@ from crossfed.data import btag
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
 from crossfed.data.files import expand_files, find_tree, first_line, list_trees, open_root  # noqa: F401 (API)
 from crossfed.data.met import met_xy, rebuild
-from crossfed.data.objects import STAGES, apply_definition, count, cut_field, remove_overlaps
+from crossfed.data.objects import apply_definition, count, cut_field, remove_overlaps
 from crossfed.data.schema import BtagCandidate, CollectionSpec, Cut, MetSpec, Schema, load_schema
 from crossfed.data.selection import VARIABLES, Selection, parse_selection
 from crossfed.errors import CrossfedError, did_you_mean

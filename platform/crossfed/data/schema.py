@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crossfed.config import describe_validation_error, read_yaml
-from crossfed.errors import CrossfedError
+from crossfed.errors import CrossfedError, did_you_mean
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BUILTIN_SCHEMAS = tuple(sorted(p.stem for p in SCHEMA_DIR.glob("*.yaml")))
