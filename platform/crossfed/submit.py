@@ -29,13 +29,15 @@ from crossfed.errors import CrossfedError
 COMMANDS = ("pretrain", "finetune", "sweep")
 MODES = ("federated", "local", "centralized")
 
-# Never uploaded with the working directory or the package: VCS data, caches, outputs, event files,
-# local binaries, and platform/ (it travels as py_modules). Ray applies these gitignore-style patterns to
-# the package too, so folders of the project root are anchored with "/": an unanchored "data/" would
-# drop the package's own crossfed/data/.
+# Never uploaded with the working directory or the package: VCS data, caches, outputs, event and array
+# files, local binaries, and platform/ (it travels as py_modules). Ray applies these gitignore-style
+# patterns to the package too, relative to its own root, so no pattern may name a folder the package has:
+# "/data/" would drop crossfed/data/. Events are kept out by their suffixes instead; a project's
+# .gitignore (crossfed's ignores /data/) applies to the working directory as well.
 WORKING_DIR_EXCLUDES = [
-    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", "*.egg-info/", "*.root",
-    "/build/", "/dist/", "/.crossfed/", "/runs/", "/mlruns/", "/mlartifacts/", "/mlflow.db", "/data/",
+    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", "*.egg-info/",
+    "*.root", "*.parquet", "*.h5", "*.hdf5", "*.npy", "*.npz", "*.pt",
+    "/build/", "/dist/", "/.crossfed/", "/runs/", "/mlruns/", "/mlartifacts/", "/mlflow.db",
     "/helm/helm", "/.whl/", "/.gl/", "/.venv/", "/venv/", "/platform/",
 ]
 VERSION_PROBE_TIMEOUT_S = 120.0
