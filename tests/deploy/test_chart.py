@@ -83,9 +83,12 @@ def test_every_feature_has_an_example(feature):
     assert value not in (None, "", [], {}, False)
 
 
-def test_schema_rejects_unknown_keys(helm):
-    done = run_helm(helm, "template", "demo", str(CHART), "-f", TWO, "--set", "experiments.cms.gpus=1")
-    assert done.returncode != 0 and "gpus" in done.stderr
+@pytest.mark.parametrize("setting, misspelt", [("experiments.cms.gpus=1", "gpus"),
+                                               ("mlflow.ingres.enabled=true", "ingres"),
+                                               ("runstorage.uri=s3://b/r", "runstorage")])
+def test_schema_rejects_unknown_keys(helm, setting, misspelt):
+    done = run_helm(helm, "template", "demo", str(CHART), "-f", TWO, "--set", setting)
+    assert done.returncode != 0 and f"'{misspelt}' not allowed" in done.stderr
 
 
 def test_one_worker_group_per_experiment_with_ray_label_gpus_and_node_selector(helm):

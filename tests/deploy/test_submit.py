@@ -224,3 +224,16 @@ def test_the_package_travels_whole_and_the_tree_without_what_the_excludes_are_fo
         assert tree(REPO_ROOT / path), path
     for path in ("jobs/configs/demo.yaml", "tuning/lr.yaml", "helm/crossfed/values.yaml"):
         assert not tree(REPO_ROOT / path), path
+
+
+def test_the_package_shipped_is_the_tree_s_else_the_client_s(tmp_path):
+    import crossfed
+    from crossfed.submit import package_to_ship, package_version, version_mismatch
+
+    tree = project_copy(tmp_path)
+    assert package_to_ship(tree) == (tree / "platform" / "crossfed").resolve()
+    assert package_to_ship(tmp_path / "elsewhere") == Path(crossfed.__file__).resolve().parent
+    assert package_version(package_to_ship(tree)) == crossfed.__version__
+    assert version_mismatch("0.1.0", "0.1.0") is None
+    assert "has crossfed 0.0.9, the job ships crossfed 0.1.0" in version_mismatch("0.1.0", "0.0.9")
+    assert "the cluster has no crossfed installed" in version_mismatch("0.1.0", None)

@@ -31,8 +31,7 @@ def submit(
 ) -> None:
     """Submit a crossfed run to a Ray cluster through the Ray job API and print its job id.
 
-    The job runs `python -m crossfed COMMAND CONFIG` (the RayJob's entrypoint) on the code of the working
-    tree: its platform/crossfed, or the client's own crossfed, travels with the job.
+    The job runs `python -m crossfed COMMAND CONFIG`, as the RayJob does, on the working tree's platform/crossfed.
     """
     from rich.console import Console
 
