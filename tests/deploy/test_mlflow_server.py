@@ -35,6 +35,8 @@ class LocalPod:
     def __init__(self, spec: dict, secrets: dict[str, dict[str, str]], config_maps: dict[str, dict[str, str]],
                  stand_ins: dict[str, str], root: Path):
         self.spec, self.secrets, self.stand_ins, self.root = spec, secrets, stand_ins, root
+        self.workdir = root / "workdir"  # the image's WORKDIR: read-only in the pod, so it must stay empty
+        self.workdir.mkdir()
         self.mounts = {}  # mountPath -> local folder
         for volume in spec["volumes"]:
             folder = root / "volumes" / volume["name"]
@@ -71,16 +73,16 @@ class LocalPod:
         done = []
         for container in self.spec["initContainers"]:
             env = self.env(container)
-            done.append(subprocess.run(self.command(container, env), env=env, capture_output=True, text=True,
-                                       timeout=300))
+            done.append(subprocess.run(self.command(container, env), env=env, cwd=self.workdir, capture_output=True,
+                                       text=True, timeout=300))
             assert done[-1].returncode == 0, f"init container {container['name']}:\n{done[-1].stderr[-3000:]}"
         return done
 
     def start(self, log: Path) -> subprocess.Popen:
         (container,) = self.spec["containers"]
         env = self.env(container)
-        return subprocess.Popen(self.command(container, env), env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(self.command(container, env), env=env, cwd=self.workdir, stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +216,7 @@ def test_no_credential_on_a_command_line_or_in_a_file(mlflow_pod):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert not any(secret in path.read_text(errors="replace") for secret in secrets), path
+    assert list(pod.workdir.iterdir()) == []  # nothing written where the pod's filesystem is read-only
     server_env = pod.env(pod.spec["containers"][0])
     assert server_env["PGPASSWORD"] == GIVEN["postgresql.auth.password"]
     (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "demo-crossfed-mlflow"]

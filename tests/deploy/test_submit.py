@@ -23,9 +23,7 @@ import yaml
 
 from crossfed.submit import WORKING_DIR_EXCLUDES
 
-from .conftest import REPO_ROOT, by_kind, free_port, render
-
-TWO = str(REPO_ROOT / "helm" / "crossfed" / "examples" / "two-experiments-bundled.yaml")
+from .conftest import REPO_ROOT, TWO, by_kind, free_port, render
 
 
 @pytest.fixture(scope="module")
