@@ -184,7 +184,7 @@ def version_mismatch(shipped: str, installed: str | None) -> str | None:
         return (f"the cluster has no crossfed installed: the job ships crossfed {shipped}, but its dependencies "
                 "(torch, deepspeed, mlflow, ...) must come from the cluster's image")
     return (f"the cluster's image has crossfed {installed}, the job ships crossfed {shipped}: it runs your code "
-            f"on the image's dependencies; rebuild the image (Dockerfile) if they changed")
+            "on the image's dependencies; rebuild the image (Dockerfile) if they changed")
 
 
 def submit(
