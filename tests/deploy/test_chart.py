@@ -464,6 +464,16 @@ def test_mlflow_secret_key_has_no_default(helm):
     assert done.returncode != 0 and "flaskSecretKey" in done.stderr
 
 
+def test_bundled_minio_needs_the_mlflow_server(helm):
+    done = run_helm(helm, "template", "demo", str(CHART), "-f", TWO, "--set", "mlflow.enabled=false")
+    assert done.returncode != 0 and "the bundled minio comes with the MLflow server" in done.stderr
+    external = ["-f", TWO, "--set", "mlflow.enabled=false", "--set", "minio.enabled=false", "--set", "postgresql.enabled=false",
+                "--set", "runStorage.uri=s3://runs/crossfed", "--set", "runStorage.existingSecret=runs"]
+    env = env_of(ray_groups(render(helm, *external))["cms"]["containers"][0])
+    assert env["CROSSFED_STORAGE"]["value"] == "s3://runs/crossfed" and "MLFLOW_TRACKING_URI" not in env
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "runs"
+
+
 def test_external_database_needs_host_and_secret(helm):
     done = run_helm(helm, "template", "demo", str(CHART), "-f", THREE, "--set", "mlflow.externalDatabase.host=")
     assert done.returncode != 0 and "mlflow.externalDatabase.host" in done.stderr
