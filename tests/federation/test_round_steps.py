@@ -168,7 +168,7 @@ def test_under_dp_the_budget_stops_the_run_before_the_round_that_would_exceed_it
     driver = make_driver(tmp_path, privacy={"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 10.0})
     driver.privacy.load_state_dict({"history": [(1.0, 1.0, 3)]})  # ε = 9.0 so far; a 4th round makes 10.7
     driver.recovery.committed(3, [])
-    with pytest.raises(CrossfedError, match=r"round 4 would bring ε to .*target_epsilon=10; the run stops after round 3"):
+    with pytest.raises(CrossfedError, match=r"round 4 would bring ε to .*=10; the run stops after round 3"):
         driver.run_round()  # before any client is asked: there are none here to ask
 
     # a configuration that cannot fit its rounds refuses to start, naming how many fit

@@ -35,7 +35,7 @@ class PrivacyConfig(Section):
     enabled: bool = False
     clip_norm: PositiveFloat = Field(1.0, description="L2 bound on each client's update (all shared tensors together)")
     noise_multiplier: float = Field(
-        1.0, ge=0.0, description="noise std on the aggregate = noise_multiplier × clip_norm / expected clients per round"
+        1.0, ge=0.0, description="noise std on the aggregate: noise_multiplier × clip_norm / expected clients"
     )
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="the δ at which ε is reported")
     target_epsilon: PositiveFloat | None = Field(

@@ -10,7 +10,8 @@ multiplier σ, N clients and m = `clients_per_round` (or N) expected per round, 
    subsampling that the accountant credits: a sample regenerable from the logged seed would make every
    round a full Gaussian mechanism for the clients in it, at ε far above what q < 1 reports. The key
    gives a retried round the same draw (redrawing until enough clients answer would raise each
-   client's chance of being in a round above q); a resumed run has a new key.
+   client's chance of being in a round above q); a resumed run has a new key. A drawn client still busy
+   with a dropped fit sits the round out (its chance is then 0, below q).
 2. clipping (`clip_update`): each client's delta Δ_i = state_i − global is scaled to L2 norm ≤ C (over all
    shared tensors together). The client clips before uploading (the unclipped update never leaves its
    site) and the driver clips again before any check, so the guarantee does not rest on clients' code.
@@ -34,6 +35,10 @@ noise. Nothing else about the clients is recorded under DP unless `per_client_me
 of sampled, dropped or rejected clients, traffic and timings would tell who took part in a round.
 With σ = 0 there is no privacy and ε is infinite. Median and trimmed mean have no sensitivity bound,
 so central DP refuses them.
+
+Not covered: the driver (it sees the clipped updates, and the raw validation metrics it is to noise);
+a run that stops because too few updates passed the checks (that it stopped is visible); choosing among
+a sweep's trials (each trial's ε is its own); floating-point subtleties of sampling Gaussian noise.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ import functools
 import math
 import secrets
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 
@@ -161,7 +165,7 @@ class CentralPrivacy:
         perturb_delta=perturbation(len(updates)))`: clip → the strategy's mean delta → fixed denominator
         and noise → the strategy's server step. The strategy refuses it unless it is mean-based.
         """
-        return partial(self.add_noise, n_updates=n_updates, rng=rng)
+        return functools.partial(self.add_noise, n_updates=n_updates, rng=rng)
 
     # -- 5. validation metrics ------------------------------------------------------------------------
     @property
