@@ -94,3 +94,16 @@ def test_under_dp_only_clipped_updates_leave_clients_and_only_noised_aggregates_
     assert client.get_run(second.run_id).data.params == run.data.params
     one, two = load_state(first.global_state_path), load_state(second.global_state_path)
     assert any(not np.array_equal(one[key], two[key]) for key in one)
+
+
+def test_the_run_summary_states_the_final_epsilon():
+    from rich.console import Console
+
+    from crossfed.cli.federate import _summary
+    from crossfed.federation.result import FederationResult
+
+    history = [{"round": r, "privacy/epsilon": e, "privacy/delta": 1e-5} for r, e in [(1, 1.5), (2, 2.25)]]
+    console = Console(record=True, width=200)
+    _summary(console, FederationResult("run", "dir", "global.npz", history))
+    text = console.export_text()
+    assert "ε = 2.25 at δ = 1e-05 after 2 rounds" in text
