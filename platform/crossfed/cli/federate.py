@@ -75,12 +75,17 @@ def _summary(console, result) -> None:
 
     table = Table(title="rounds")
     columns = {"round": "round", "global/val_loss": "val loss", "clients/updated": "updates",
-               "clients/dropped": "dropped", "bytes/received": "bytes in", "time/round_s": "seconds"}
+               "clients/dropped": "dropped", "bytes/received": "bytes in", "time/round_s": "seconds",
+               "privacy/epsilon": "ε"}
     for header in columns.values():
         table.add_column(header, justify="right")
     for record in result.history:
         table.add_row(*(_fmt(record.get(key)) for key in columns))
     console.print(table)
+    last = result.history[-1] if result.history else {}
+    if "privacy/epsilon" in last:
+        console.print(f"differential privacy: ε = {last['privacy/epsilon']:.4g} at δ = {last['privacy/delta']:g} "
+                      f"after {last['round']} rounds (client level; Opacus RDP accountant)")
 
 
 def _fmt(value) -> str:

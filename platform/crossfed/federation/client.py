@@ -1,6 +1,7 @@
 """One experiment's client: a tiny Ray actor that owns a DeepSpeed `WorkerGroup` on its node group.
 
-Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client; private
+Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client (under
+central DP: the clipped shared update, and metrics only if `per_client_metrics`); private
 parameters, optimizer state and events stay in its workers and its own checkpoint folder. The worker
 group stays alive across rounds (data, engine, optimizer warm); if a worker dies the group is rebuilt
 from the client's last checkpoint and the current global model. Which checkpoint is the last one the
@@ -108,12 +109,14 @@ class FederationClient:
         return self._call_ranks("shared_state", groups)[0]
 
     def fit(self, global_ref: list, groups: list[str], steps: int, proximal_mu: float,
-            checkpoint_round: int | None) -> dict:
+            checkpoint_round: int | None, privacy: dict | None = None) -> dict:
         """Load the global model, train `steps` local steps, return the shared state and scalar metrics.
 
         `global_ref` is `[ObjectRef]`: wrapped so that this actor forwards the reference and each rank
         fetches the weights from the object store itself. `checkpoint_round`: the round of this client's
-        last checkpoint, which a worker death rebuilds the group from.
+        last checkpoint, which a worker death rebuilds the group from. `privacy` (central DP):
+        {"clip_norm": C, "metrics": bool}: the update is clipped to C here, so the unclipped one never
+        leaves this site; without "metrics" no metric or example count is sent (placeholders: {} and 1).
         """
         meter = self._meter().start()
         try:
@@ -127,10 +130,20 @@ class FederationClient:
             return {"client": self.name, "failed": f"worker died: {type(err).__name__}"}
         footprint = self._add_footprint(meter.stop())
         metrics = only_scalars(per_rank[0])  # the trainer already averages over ranks
+        num_examples = int(metrics.pop("num_examples", 0))
+        state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+        if privacy is not None:
+            import ray
+
+            from crossfed.federation.privacy import clip_update
+
+            state = clip_update(ray.get(global_ref[0]), state, privacy["clip_norm"], np.float32)
+            if not privacy["metrics"]:
+                metrics, num_examples = {}, 1
         return {
             "client": self.name,
-            "state": {k: np.asarray(v, dtype=np.float32) for k, v in state.items()},
-            "num_examples": int(metrics.pop("num_examples", 0)),
+            "state": state,
+            "num_examples": num_examples,
             "metrics": metrics,
             "compute_s": meter.wall_s,
             "footprint": footprint,

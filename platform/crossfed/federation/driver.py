@@ -4,19 +4,24 @@ A round is eight named steps, called in this order by `FederationDriver.run_roun
 one before returned, so each can be run (and tested) alone:
 
 1. `sample`     the clients of this round: every idle one, or `clients_per_round` of them drawn from
-                (seed, round), so a resumed or retried round draws the same;
+                (seed, round), so a resumed or retried round draws the same; under DP each client with
+                probability clients_per_round / clients (Poisson), from OS entropy;
 2. `broadcast`  `ray.put` the global shared weights once and start every sampled client's local training
                 (on a retry, each client first goes back to its last checkpoint, so a retried round
                 computes what an undisturbed one would have);
 3. `collect`    the updates that arrive within `round_timeout_s`; failed clients and stragglers are
                 dropped. Fewer than `min_clients` updates: the round is retried (`max_round_retries`);
-4. `validate`   reject malformed and outlier updates (federation only);
-5. `privatise`  central DP: clip each update, draw the aggregate's noise from (seed, round) (if enabled);
+4. `validate`   reject malformed and outlier updates (federation only; under DP the updates are clipped
+                first and only per-update checks run);
+5. `privatise`  central DP: clip each update, the aggregate's noise from OS entropy (if enabled);
 6. `aggregate`  the strategy turns the updates into the next global weights (a baseline's single client
                 simply hands its weights over);
 7. `evaluate`   the new global model on every idle client's validation split;
 8. `commit`     checkpoint the clients, then the driver's round folder (atomically), and only then adopt
                 the new global model and record the round.
+
+Under DP the round's record holds only ε, δ and (with `metric_noise_multiplier`) the noised global
+validation metrics, unless `per_client_metrics` opts out (federation/privacy.py says why).
 
 What a retry or a resume needs is one `RecoveryState`; the step functions change it only where its
 docstring says.
@@ -204,7 +209,13 @@ class FederationDriver:
     def _build_privacy(self):
         from crossfed.federation.privacy import CentralPrivacy
 
-        return CentralPrivacy(self.config.federation.privacy, total_clients=len(self.plan.clients))
+        fed = self.config.federation
+        return CentralPrivacy(fed.privacy, total_clients=len(self.plan.clients), expected_clients=fed.clients_per_round)
+
+    def _protects_clients(self) -> bool:
+        """Under DP (and unless `per_client_metrics`): nothing about single clients or who took part
+        leaves the driver: no per-client metrics, counts, traffic or timings in the record."""
+        return self.privacy is not None and not self.config.federation.privacy.per_client_metrics
 
     def _restore(self) -> None:
         import ray
@@ -235,6 +246,8 @@ class FederationDriver:
         """Run the next round (retrying it if too few clients answer) and checkpoint it; its record."""
         fed = self.config.federation
         round_number = self.recovery.completed_rounds + 1
+        if self.privacy is not None:
+            self.privacy.check_budget(round_number)
         for attempt in range(fed.max_round_retries + 1):
             record = self._attempt_round(round_number, attempt)
             if record is not None:
@@ -261,7 +274,9 @@ class FederationDriver:
         updates, noise = self.privatise(accepted, round_number)
         new_global = self.aggregate(updates, noise)
         aggregation_s = time.perf_counter() - aggregation_started
-        evaluations = self.evaluate(new_global)
+        # Under DP no validation metric leaves a client unless it is to be released noised (or unprotected).
+        protected = self._protects_clients()
+        evaluations = {} if protected and not self.privacy.releases_metrics else self.evaluate(new_global)
         record = {
             "round": round_number,
             "clients/sampled": len(sampled),
@@ -272,18 +287,30 @@ class FederationDriver:
             **self._traffic_and_time(sampled, collected, new_global, fit_wall_s, aggregation_s),
             **self._metric_record(collected.payloads, evaluations),
         }
+        if protected:
+            record = self._protected_record(round_number, evaluations)
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
-        self.commit(round_number, new_global, record, round_started=started)
+            record["privacy/delta"] = self.config.federation.privacy.delta
+        self.commit(round_number, new_global, record, round_started=None if protected else started)
         return record
 
     def _min_clients(self) -> int:
-        return min(self.config.federation.min_clients, len(self.plan.clients)) if self.plan.federated else 1
+        if not self.plan.federated:
+            return 1
+        needed = min(self.config.federation.min_clients, len(self.plan.clients))
+        if self.privacy is not None:  # Poisson: a round runs with whoever was drawn; redrawing would bias q
+            needed = min(needed, len(self.privacy.draw(list(self.clients), self.recovery.completed_rounds + 1)))
+        return needed
 
     def sample(self, round_number: int) -> list[str]:
-        """1. The clients that train this round: idle ones, `clients_per_round` of them if set."""
+        """1. The clients that train this round: idle ones, `clients_per_round` of them if set. Under DP the
+        Poisson draw over all clients (the same in every attempt of the round), less the busy ones."""
+        idle = self.recovery.idle(list(self.clients))
+        if self.privacy is not None:
+            return [name for name in self.privacy.draw(list(self.clients), round_number) if name in idle]
         wanted = self.config.federation.clients_per_round if self.plan.federated else None
-        return sample_clients(self.recovery.idle(list(self.clients)), wanted, self.config.seed, round_number)
+        return sample_clients(idle, wanted, self.config.seed, round_number)
 
     def broadcast(self, sampled: list[str], round_number: int, *, retry: bool = False) -> dict:
         """2. Start local training on the sampled clients; {fit ObjectRef: client}. The global weights go
@@ -298,11 +325,20 @@ class FederationDriver:
         steps = self.plan.steps_per_round[round_number - 1]
         proximal_mu = float(self.strategy.client_options().get("proximal_mu", 0.0)) if self.strategy else 0.0
         global_ref = ray.put(self.global_state)
+        options = self._fit_privacy_options()
         return {
-            self.clients[name].fit.remote([global_ref], self.plan.shared, steps, proximal_mu, checkpoint_of.get(name)):
-                name
+            self.clients[name].fit.remote([global_ref], self.plan.shared, steps, proximal_mu, checkpoint_of.get(name),
+                                          **options): name
             for name in sampled
         }
+
+    def _fit_privacy_options(self) -> dict:
+        """Under DP each client clips its update before sending it, and sends no metrics unless
+        `per_client_metrics` (FederationClient.fit)."""
+        if self.privacy is None:
+            return {}
+        cfg = self.config.federation.privacy
+        return {"privacy": {"clip_norm": cfg.clip_norm, "metrics": cfg.per_client_metrics}}
 
     def collect(self, fits: dict, round_number: int) -> Collected:
         """3. The updates that arrive within `round_timeout_s`. A client that failed, whose actor died, or
@@ -333,12 +369,16 @@ class FederationDriver:
 
     def validate(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
         """4. (accepted updates, [(client, why rejected)]); too few accepted is an error. A baseline's
-        single update is taken as it is."""
+        single update is taken as it is. Under DP the driver clips every update before checking it, and
+        checks each alone (no norm comparison between clients; federation/privacy.py)."""
         if self.strategy is None:
             return updates, []
         from crossfed.federation.validation import validate_updates
 
-        accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation)
+        if self.privacy is not None:
+            updates = self.privacy.clip(self.global_state, updates)
+        accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation,
+                                              compare_norms=self.privacy is None)
         for name, why in rejected:
             log.warning("rejected update from %s: %s", name, why)
         if len(accepted) < self._min_clients():
@@ -349,12 +389,12 @@ class FederationDriver:
         return accepted, rejected
 
     def privatise(self, updates: list[ClientUpdate], round_number: int):
-        """5. Central DP: (the updates clipped, all weighted alike; the noise for the aggregate delta, drawn
-        from (seed, round) so a resumed or retried round adds the same). Without DP: (updates, None)."""
+        """5. Central DP: (the updates clipped, all weighted alike; the noise for the aggregate delta: the
+        mean over the expected number of clients, plus Gaussian noise from OS entropy, so nothing logged
+        regenerates it). Without DP: (updates, None)."""
         if self.privacy is None:
             return updates, None
-        rng = np.random.default_rng([self.config.seed, round_number, 7])
-        return self.privacy.privatize(self.global_state, updates), self.privacy.perturbation(len(updates), rng)
+        return self.privacy.privatize(self.global_state, updates), self.privacy.perturbation(len(updates))
 
     def aggregate(self, updates: list[ClientUpdate], noise=None) -> State:
         """6. The next global weights: the strategy's aggregate (noised by `noise` before its server step);
@@ -393,8 +433,8 @@ class FederationDriver:
             **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
             "privacy": self.privacy.state_dict() if self.privacy is not None else {},
-            # client sampling and DP noise are drawn from (seed, round); the training RNGs are in
-            # each client's checkpoint
+            # client sampling is drawn from (seed, round) (under DP sampling and noise come from OS
+            # entropy, kept nowhere); the training RNGs are in each client's checkpoint
             "rng": {"seed": self.config.seed},
             "history": [*self.history, record],
         }
@@ -405,7 +445,7 @@ class FederationDriver:
 
     def _traffic_and_time(self, sampled: list[str], collected: Collected, new_global: State, fit_wall_s: float,
                           aggregation_s: float) -> dict[str, float]:
-        compute_s = max(p["compute_s"] for p in collected.payloads.values())
+        compute_s = max((p["compute_s"] for p in collected.payloads.values()), default=0.0)
         return {
             "bytes/sent": state_nbytes(new_global) * len(sampled),
             "bytes/received": sum(state_nbytes(p["state"]) for p in collected.payloads.values()),
@@ -432,17 +472,28 @@ class FederationDriver:
             record[f"global/val_{key}"] = float(np.mean(values))
         return record
 
+    def _protected_record(self, round_number: int, evaluations: dict[str, dict]) -> dict[str, float]:
+        """The record under DP: the round and, with `metric_noise_multiplier`, the global validation
+        metrics as noised means over all clients (counted by the accountant)."""
+        record = {"round": round_number}
+        if self.privacy.releases_metrics:
+            from crossfed.federation.rounds import validation_metric_keys
+
+            means = self.privacy.noised_metric_means(evaluations, validation_metric_keys(self.config))
+            record.update({f"global/val_{key}": value for key, value in means.items()})
+        return record
+
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
         """Write the final global state and have each client export its full model; return their paths
-        and each client's footprint."""
+        and each client's footprint (none under DP: it would tell how often each client took part)."""
         import ray
 
         path = self.run_dir / "global_final.npz"
         save_state(path, self.global_state)
         client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()}
         footprints = {}
-        for name, client in self.clients.items():
+        for name, client in ({} if self._protects_clients() else self.clients).items():
             try:
                 footprints[name] = ray.get(client.footprint.remote())
             except Exception as err:  # noqa: BLE001 - a footprint is reported "where available"

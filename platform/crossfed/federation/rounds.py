@@ -37,6 +37,10 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
             raise CrossfedError(f"experiments.{name}.pretrain: no pre-training dataset configured")
     if mode == "federated":
         clients = [ClientSpec(name, [name], exp.cluster) for name, exp in config.experiments.items()]
+        if fed.privacy.enabled:
+            from crossfed.federation.privacy import check_planned_budget
+
+            check_planned_budget(fed.privacy, len(clients), fed.clients_per_round, fed.rounds)
         return RoundPlan(clients, list(fed.shared), [fed.local_steps] * fed.rounds, federated=True)
     # Baselines: training.steps in total, spread over the rounds so that they log per-round curves too.
     rounds = min(fed.rounds, config.training.steps)
@@ -201,11 +205,21 @@ def _log_final_model(config: RunConfig, run_id: str, global_state_path: str, reg
         mlflow.set_tag("crossfed.model_version", version)
 
 
-def round_metric_names(config: RunConfig) -> list[str]:
-    """The global metrics every round reports, whatever the clients: what a sweep may optimise."""
+def validation_metric_keys(config: RunConfig) -> list[str]:
+    """What each client's evaluation reports: `loss` and every task's metrics as `<task>/<metric>`."""
     from crossfed.tasks import get_task
 
-    names = ["global/val_loss"]
-    for task in config.training.tasks:
-        names += [f"global/val_{task}/{metric}" for metric in get_task(task).metrics]
-    return names + ["bytes/sent", "bytes/received", "time/local_compute_s", "time/transfer_s", "time/aggregation_s"]
+    return ["loss"] + [f"{task}/{metric}" for task in config.training.tasks for metric in get_task(task).metrics]
+
+
+def round_metric_names(config: RunConfig) -> list[str]:
+    """The global metrics every round of a federation reports, whatever the clients: what a sweep may
+    optimise. Under DP only the noised validation metrics (with `metric_noise_multiplier`) and ε, unless
+    `per_client_metrics`."""
+    validation = [f"global/val_{key}" for key in validation_metric_keys(config)]
+    privacy = config.federation.privacy
+    if privacy.enabled and not privacy.per_client_metrics:
+        return (validation if privacy.metric_noise_multiplier is not None else []) + ["privacy/epsilon"]
+    names = validation + ["bytes/sent", "bytes/received", "time/local_compute_s", "time/transfer_s",
+                          "time/aggregation_s"]
+    return names + (["privacy/epsilon"] if privacy.enabled else [])
