@@ -58,6 +58,17 @@ PROCESSES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Processes with top quarks, whose lepton comes from a top's W: generated with forced W decays
+# (decay_filter.py) when the preselection is on. W/Z+jets force their boson's decay in the settings above.
+TOP_PROCESSES = frozenset({"ttbar", "single_top", "tth", "hplus"})
+
+
+def uses_decay_filter(process: str, extra: tuple[str, ...] | list[str], preselect: bool, forced_decays: bool) -> bool:
+    """Forced decays apply to top processes under the preselection, unless the user set W or tau decays."""
+    own_tables = any(s.partition(":")[0].strip().lstrip("-") in ("24", "15") for s in extra)
+    return forced_decays and preselect and process in TOP_PROCESSES and not own_tables
+
+
 def pythia_settings(process: str, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """All settings for one named process (or "custom": only the extra ones), beams first."""
     if process != "custom" and process not in PROCESSES:
