@@ -21,6 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["--process", "ttbar", "--pythia", "25:m0 = lots"], "Pythia rejected the setting '25:m0 = lots'"),
         (["--process", "ttbar", "--pythia", "Top:gg2ttbar = maybe"], "Pythia rejected the setting 'Top:gg2ttbar = maybe'"),
         (["--process", "ttbar", "--detector", "lhcb"], "unknown detector 'lhcb'"),
+        (["--process", "custom", "--pythia", "Top:gg2ttbar = off"], "Pythia could not initialise"),  # no process on
         (["--process", "ttbar", "--address", "127.0.0.1:{free_port}"], "cannot reach the Ray cluster at 127.0.0.1:"),
         (["--process", "ttbar", "--address", "nowhere"], "Ray address 'nowhere': expected HOST:PORT"),
     ],

@@ -100,6 +100,10 @@ def test_two_node_cluster_writes_the_same_files_and_pins_node_groups(reference, 
         assert pinned["nodes"] == [nodes["atlas"]] and pinned["workers"] == 1  # the group has one CPU
         with pytest.raises(CrossfedError, match="no Ray node carries the label crossfed.io/experiment=lhcb"):
             generate("ttbar", "cms", 8, 5, tmp_path / "nowhere.root", progress=False, node_group="lhcb")
+        with pytest.raises(CrossfedError, match="^Pythia could not initialise"):  # raised in a task, one line here
+            generate("custom", "cms", 8, 5, tmp_path / "bad.root", progress=False, workers=2,
+                     pythia_settings=["Top:gg2ttbar = off"])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pinned.root", "spread"]  # nothing left by failures
     finally:
         ray.shutdown()
         cluster.shutdown()

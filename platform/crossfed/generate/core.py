@@ -235,6 +235,10 @@ def _merge(staging, chunks: list[Chunk], detector: str, out: str, metadata: dict
     """The chunks' events, in chunk order, into the output file (written whole or not at all)."""
     from crossfed.generate.writer import read_branches, write_branches
 
+    missing = [chunk.index for chunk in chunks if not storage.exists(staging.events(chunk.index))]
+    if missing:
+        raise CrossfedError(f"{out}: {len(missing)} finished chunks are not in {staging.folder} as seen from here "
+                            "(written to other nodes' own disks?); give an output all nodes share, e.g. s3://...")
     with tempfile.TemporaryDirectory(prefix="crossfed-merge-") as scratch:
         paths = [storage.fetch(staging.events(chunk.index), Path(scratch)) for chunk in chunks]
         branches = read_branches(paths, detector)

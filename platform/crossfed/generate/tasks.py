@@ -235,4 +235,8 @@ def progress_bar(enabled: bool):
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
     with progress:
-        yield ChunkProgress(progress)
+        try:
+            yield ChunkProgress(progress)
+        except BaseException:
+            progress.live.transient = True  # an error leaves its one line, not a half-full bar above it
+            raise
