@@ -30,18 +30,20 @@ def bucket(monkeypatch):
     server.stop()
 
 
-def test_recipe_writes_to_s3(bucket, tmp_path):
+def test_recipe_writes_to_s3_from_ray_workers(bucket, tmp_path):
+    """Two Ray workers (started after the endpoint is set, so they see it) write the chunks to the bucket."""
     import s3fs
 
     (tmp_path / "r.yaml").write_text(f"name: s3\noutput_dir: s3://{bucket}/study\nseed: 4\ndetectors: [atlas]\n"
-                                     "workers: 1\nlabelled: {t: {signal: tth, background: ttbar, events: 5}}\n")
+                                     "workers: 2\nlabelled: {t: {signal: tth, background: ttbar, events: 120}}\n")
     summaries = make_recipe(tmp_path / "r.yaml", progress=False)
+    assert all(len(s["nodes"]) == 1 and s["workers"] == 2 for s in summaries)  # ran as Ray tasks
     assert [s["path"] for s in summaries] == [f"s3://{bucket}/study/atlas/ttbar.root", f"s3://{bucket}/study/atlas/tth.root"]
     fs = s3fs.S3FileSystem()
     assert sorted(fs.find(f"{bucket}/study")) == [f"{bucket}/study/atlas/ttbar.root", f"{bucket}/study/atlas/tth.root"]
     local = tmp_path / "tth.root"
     fs.get_file(f"{bucket}/study/atlas/tth.root", str(local))
-    assert uproot.open(local)["mini"].num_entries == 5 and read_metadata(local)["process"] == "tth"
+    assert uproot.open(local)["mini"].num_entries == 120 and read_metadata(local)["process"] == "tth"
     # Made again: the files are found finished (same request) and left alone.
     again = make_recipe(tmp_path / "r.yaml", progress=False)
     assert [s["resumed_chunks"] for s in again] == ["all", "all"]
