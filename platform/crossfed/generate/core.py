@@ -104,6 +104,8 @@ def _select(truth: TruthBatch, detector: DetectorResponse, rng: np.random.Genera
             preselect: bool) -> tuple[list[tuple[int, dict]], int]:
     """(position in the batch, reconstructed event) of the events kept, and the batch's size."""
     candidates = may_pass_preselection(truth, detector) if preselect else np.ones(truth.n_events, bool)
+    # A broken event record (Pythia's own check is off: processes.SPEED_SETTINGS) is never kept.
+    candidates &= np.bincount(truth.event, ~np.isfinite(truth.particles).all(axis=1), truth.n_events) == 0
     positions = np.flatnonzero(candidates)  # the truth-level pre-check drops events before the detector
     truth = truth.subset(candidates)
     reco = reconstruct(truth, detector, rng)

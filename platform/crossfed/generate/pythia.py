@@ -10,7 +10,7 @@ import numpy as np
 
 from crossfed.errors import CrossfedError
 from crossfed.generate.detector import TruthBatch
-from crossfed.generate.processes import QUIET_SETTINGS
+from crossfed.generate.processes import QUIET_SETTINGS, SPEED_SETTINGS
 
 # Pythia's random seed must lie in 1..900 000 000.
 MAX_PYTHIA_SEED = 900_000_000
@@ -37,7 +37,7 @@ def new_pythia(settings: list[str], seed: int | None = None):
 
     with silenced_stdout():
         pythia = pythia8mc.Pythia("", False)
-        for setting in QUIET_SETTINGS:
+        for setting in (*QUIET_SETTINGS, *SPEED_SETTINGS):  # before the user's: they may turn a check back on
             pythia.readString(setting)
         for setting in settings:
             if not _value_is_meaningful(pythia, setting) or not pythia.readString(setting):
