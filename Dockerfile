@@ -18,7 +18,7 @@ WORKDIR /home/ray/crossfed
 ARG TORCH_INDEX=""
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users platform ./platform
-RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} ".[generate,server]" \
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} ".[generate,s3,server]" \
     && crossfed --version && mlflow --version
 
 # Example configs and dataset recipes. Jobs run `python -m crossfed <command> CONFIG`.

@@ -5,7 +5,8 @@ One rule for all of them (pretrain, sweep, demo, the federation engine itself):
 2. else the given address (`--address`), else RAY_ADDRESS: join that cluster;
 3. else a new embedded Ray that lives as long as the command. Started with address "local", because a
    bare `ray.init()` would join whatever Ray happens to run on the machine (another user's, a test's).
-Whatever this call connected to or started, it disconnects from or shuts down on exit.
+Whatever this call connected to or started, it disconnects from or shuts down on exit. An address that is
+malformed or does not answer is a one-line error at once (ray.init itself would retry for a minute).
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
+
+from crossfed.errors import CrossfedError
+
+REACH_TIMEOUT_S = 5.0
 
 # ray.init options that concern this process's connection, valid whether it joins a cluster or starts
 # one; every other option (num_cpus, include_dashboard, ...) shapes a new Ray and is only used for one.
@@ -35,10 +41,28 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
     options.setdefault("logging_level", logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **{k: v for k, v in options.items() if k in CONNECTION_OPTIONS})
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **{k: v for k, v in options.items() if k in CONNECTION_OPTIONS})
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise CrossfedError(f"cannot connect to the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     else:
         ray.init(address="local", **options)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """HOST:PORT or ray://HOST:PORT must accept a TCP connection ("auto" and "local" are Ray's own words)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise CrossfedError(f"Ray address {address!r}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.1:6379), "
+                            "ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        raise CrossfedError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
