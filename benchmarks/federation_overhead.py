@@ -16,7 +16,8 @@ to the process exit. Per round: the wall time, the slowest client's training com
 (wall − compute), split by phase. crossfed's phases come from the driver's round record (`time/...`
 keys); where the record only holds a sum of phases the sum is shown, and logging is timed in the
 process that logs. Start of round 1 (not in today's record) is estimated as the end of round 1 minus its
-`time/round_s` and minus the median time the later rounds spent after `time/round_s` ended.
+`time/round_s` and minus the median time the later rounds spent after `time/round_s` ended, unless the
+record has `time/round_started_unix`.
 Figures are medians over rounds 2.. (round 1 warms up), with the range.
 """
 
@@ -131,6 +132,8 @@ def crossfed_rounds(result: dict) -> list[dict]:
     rounds = []
     for k, record in enumerate(records):
         wall = ends[k] - ends[k - 1] if k else round_one
+        if "time/round_started_unix" in record:  # the driver stamps when a round begins: exact walls
+            wall = ends[k] - record["time/round_started_unix"]
         train = record.get("time/train_s", record["time/local_compute_s"])
         rounds.append({"round": record["round"], "wall_s": wall, "train_s": train, "overhead_s": wall - train,
                        "phases": phase_split(record, wall, logging[k])})
@@ -259,7 +262,9 @@ def main() -> None:
     if "flower" in results:
         ours, theirs = results["crossfed"], results["flower"]
         ratio = lambda key: ours[key] / theirs[key]  # noqa: E731
-        print(f"\ncrossfed / Flower: round overhead {ratio('overhead_s'):.2f}x, start-up {ratio('startup_s'):.2f}x "
+        per_train = (ours["overhead_s"] / ours["train_s"]) / (theirs["overhead_s"] / theirs["train_s"])
+        print(f"\ncrossfed / Flower: round overhead {ratio('overhead_s'):.2f}x ({per_train:.2f}x per second of "
+              f"training, which a shared machine's changing load skews less), start-up {ratio('startup_s'):.2f}x "
               f"({ratio('startup_with_warmup_s'):.2f}x with round 1's warm-up), shutdown {ratio('shutdown_s'):.2f}x, "
               f"round wall {ratio('wall_s'):.2f}x")
     if args.json:

@@ -96,28 +96,13 @@ class Jagged:
         largest[self.counts == 0] = default
         return largest
 
-    def sorted_by(self, name: str, events: np.ndarray | None = None) -> Jagged:
-        """Objects ordered by decreasing `name` within each event, ties kept in order (ak.argsort, stable).
-
-        `events` (one bool per event): keep only these events, and sort only their objects.
-        """
-        starts, stops = self.offsets[:-1], self.offsets[1:]
-        if events is not None:
-            stops = np.where(events, stops, starts)
-        local = ak.argsort(self._lists(self[name], starts, stops), axis=1, ascending=False, stable=True)
-        counts = (stops - starts)[events] if events is not None else self.counts
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        first = np.repeat(starts if events is None else starts[events], counts)
-        return Jagged(offsets, self.table, self.row_numbers()[ak.to_numpy(ak.flatten(local)) + first])
-
-    def _lists(self, values: np.ndarray, starts=None, stops=None) -> ak.Array:
-        """`values` (one per object) as an awkward array of one list per event (of the given extents)."""
-        if starts is None:
-            lists = ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), ak.contents.NumpyArray(values))
-        else:
-            lists = ak.contents.ListArray(ak.index.Index64(starts), ak.index.Index64(stops),
-                                          ak.contents.NumpyArray(values))
-        return ak.Array(lists)
+    def sorted_by(self, name: str) -> Jagged:
+        """Objects ordered by decreasing `name` within each event, ties kept in order (ak.argsort, stable)."""
+        if self.size < 2:
+            return self
+        lists = ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), ak.contents.NumpyArray(self[name]))
+        local = ak.to_numpy(ak.flatten(ak.argsort(ak.Array(lists), axis=1, ascending=False, stable=True)))
+        return Jagged(self.offsets, self.table, self.row_numbers()[local + self.offsets[:-1][self.event]])
 
     @staticmethod
     def concat(parts: list[Jagged], names) -> Jagged:

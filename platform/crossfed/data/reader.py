@@ -314,9 +314,9 @@ def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> 
     keep = np.ones(n_finite, bool) if cut is None else cut(_selection_variables(groups, met_objects))
     stats.events_selected = int(keep.sum())
     leptons = Jagged.concat([groups["electrons"], groups["muons"]], _FIELDS)
-    ordered = [met_objects.events(keep), *(objects.sorted_by("pt", keep) for objects in
-                                            (leptons, groups["taus"], groups["photons"], groups["jets"]))]
-    return _pad(ordered, max_objects), stats
+    ordered = [met_objects, *(objects.sorted_by("pt") for objects in
+                              (leptons, groups["taus"], groups["photons"], groups["jets"]))]
+    return _pad(ordered, keep, max_objects), stats
 
 
 def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> Jagged:
@@ -408,25 +408,25 @@ def _selection_variables(groups: dict[str, Jagged], met_objects: Jagged) -> dict
     return variables
 
 
-def _pad(parts: list[Jagged], max_objects: int) -> EventBatch:
-    """Each event's objects, part after part, in the first `max_objects` slots; zeros (type 0) after."""
-    n_events = parts[0].n_events
-    features = np.zeros((n_events * max_objects, len(FEATURES)), np.float32)
-    types = np.zeros(n_events * max_objects, np.int8)
-    mask = np.zeros(n_events * max_objects, bool)
+def _pad(parts: list[Jagged], keep: np.ndarray, max_objects: int) -> EventBatch:
+    """The kept events' objects, part after part, in the first `max_objects` slots; zeros (type 0) after."""
+    n_kept = int(keep.sum())
+    features = np.zeros((n_kept * max_objects, len(FEATURES)), np.float32)
+    types = np.zeros(n_kept * max_objects, np.int8)
+    mask = np.zeros(n_kept * max_objects, bool)
     whole_rows = features.view(np.dtype((np.void, features.itemsize * len(FEATURES))))[:, 0]
-    placed = np.zeros(n_events, np.int64)  # per event: slots taken by the parts before
-    first_slot = np.arange(n_events) * max_objects
+    first_slot = (np.cumsum(keep) - 1) * max_objects  # of each event's row in the output (kept events)
+    free = np.where(keep, max_objects, 0)  # per event: slots left for the parts still to come
     for part in parts:
-        n_put = np.minimum(part.counts, max_objects - placed)
-        slots, event = ranges(first_slot + placed, n_put)
-        rows = part.row_numbers()[slots - (first_slot + placed - part.offsets[:-1])[event]]  # gather what is shown
+        n_put = np.minimum(part.counts, free)
+        slots, event = ranges(first_slot + (max_objects - free), n_put)
+        rows = part.row_numbers()[slots - (first_slot + max_objects - free - part.offsets[:-1])[event]]
         shown = np.empty((len(rows), len(FEATURES)), np.float32)
         for column, name in enumerate(FEATURES):
             shown[:, column] = part.table[name][rows]  # float64 -> float32 as astype rounds
         whole_rows[slots] = shown.view(whole_rows.dtype)[:, 0]  # one copy per object, not per value
         types[slots] = part.table["object_type"][rows]
         mask[slots] = True
-        placed += n_put
-    return EventBatch(features.reshape(n_events, max_objects, len(FEATURES)), types.reshape(n_events, max_objects),
-                      mask.reshape(n_events, max_objects))
+        free -= n_put
+    return EventBatch(features.reshape(n_kept, max_objects, len(FEATURES)), types.reshape(n_kept, max_objects),
+                      mask.reshape(n_kept, max_objects))
