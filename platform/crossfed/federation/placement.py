@@ -19,6 +19,18 @@ def label_selector(cluster: ClusterConfig) -> dict[str, str] | None:
     return {EXPERIMENT_LABEL: cluster.node_group} if cluster.node_group else None
 
 
+def client_actor_options(cluster: ClusterConfig, placement_group=None, bundle_index: int = 0) -> dict:
+    """Where a client actor runs: on its node group (label selector), or inside a caller's placement group
+    (a Tune trial's) in its first worker's bundle, which that group's `bundle_label_selector` pins to the
+    node group. Either way on its experiment's nodes, beside its workers and its checkpoints."""
+    if placement_group is None:
+        return {"label_selector": label_selector(cluster)}
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group,
+                                                                    placement_group_bundle_index=bundle_index)}
+
+
 def worker_bundle(cluster: ClusterConfig) -> dict[str, float]:
     bundle = {"CPU": float(cluster.cpus_per_worker)}
     if cluster.gpus_per_worker:
