@@ -15,7 +15,7 @@ from typing import Any
 
 from crossfed.atomic import write_text_atomically
 from crossfed.config import RunConfig, apply_overrides, config_from_dict
-from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.errors import CrossfedError, one_line_reason
 from crossfed.sweep.spec import Sweep
 
 
@@ -49,7 +49,7 @@ def trial_row(sweep: Sweep, result) -> dict[str, Any]:
         "params": dict(result.config or {}),
         "value": metrics.get(sweep.spec.metric),
         "rounds": metrics.get("round", 0),
-        "error": _trial_error(result.error) if result.error else None,
+        "error": one_line_reason(result.error) if result.error else None,
         "error_file": str(Path(result.path) / "error.txt") if result.error and result.path else None,
     }
 
@@ -65,15 +65,6 @@ def ranked(sweep: Sweep, rows: list[dict]) -> list[dict]:
         )
     reverse = sweep.spec.mode == "max"
     return sorted(rows, key=lambda r: (r["value"] is None, -(r["value"] or 0) if reverse else (r["value"] or 0)))
-
-
-def _trial_error(error: BaseException) -> str:
-    """The one-line reason a trial failed: a CrossfedError's message, else the innermost exception's."""
-    cause = innermost_cause(error)
-    if isinstance(cause, CrossfedError):
-        return str(cause)
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def _trial_id_from_path(path: str | None) -> str:
