@@ -186,6 +186,7 @@ class FederationDriver:
         self.clients = {}
         self.client_options: dict[str, dict] = {}  # name -> the actor options it was started with (`rejoin`)
         self.client_args: dict[str, tuple] = {}  # name -> its constructor arguments
+        self.client_groups: dict[str, Any] = {}  # name -> the placement group it reserved itself, if any
         self.global_state: State = {}
         self.history: list[dict] = []
         self.recovery = RecoveryState()
@@ -214,7 +215,8 @@ class FederationDriver:
                                            given)
             self.clients[spec.name] = client_cls.options(**self.client_options[spec.name]).remote(
                 *self.client_args[spec.name])
-        ray.get([client.start.remote() for client in self.clients.values()])
+        groups = ray.get([client.start.remote() for client in self.clients.values()])
+        self.client_groups = dict(zip(self.clients, groups))
         if resume:
             self._restore()
         else:
@@ -332,9 +334,10 @@ class FederationDriver:
         for name, why in list(self.recovery.lost.items()):
             with contextlib.suppress(Exception):
                 ray.kill(self.clients[name], no_restart=True)  # whatever is left of the old actor
+            placement.remove_and_wait(self.client_groups.pop(name, None))  # outlives its actor otherwise
             client = client_actor_class().options(**self.client_options[name]).remote(*self.client_args[name])
             try:
-                ray.get(client.start.remote())
+                self.client_groups[name] = ray.get(client.start.remote())
                 ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
             except Exception as err:  # noqa: BLE001 - tried again at the next round
                 log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)

@@ -117,3 +117,21 @@ def create_worker_placement_group(cluster: ClusterConfig, client: str):
             f"of {worker_bundle(cluster)} within {READY_TIMEOUT_S:g}s"
         )
     return group
+
+
+def remove_and_wait(group, timeout_s: float = 60.0) -> None:
+    """Remove a placement group (None: nothing to do) and return once Ray has released its resources, so
+    that a feasibility check right after sees them free again."""
+    if group is None:
+        return
+    import time
+
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 - already removed
+        return
+    deadline = time.monotonic() + timeout_s
+    while placement_group_table(group).get("state") != "REMOVED" and time.monotonic() < deadline:
+        time.sleep(0.2)
