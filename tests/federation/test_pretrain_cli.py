@@ -162,3 +162,15 @@ def test_sigterm_then_sigkill_mid_round_each_resume_and_leave_no_ray_process_beh
         (command,) = [line.strip() for line in stdout.splitlines() if f"finetune run.yaml -e {name} -c" in line]
         assert Path(command.rsplit(" -c ", 1)[1]).is_file(), command
     assert f"runs:/{run_id}/model" in stdout and "models:/crossfed-foundation/1" in stdout
+
+
+def test_resume_tells_a_running_owner_from_one_that_is_gone():
+    """The check behind taking over a RUNNING run: alive is this host's pid with the same start time."""
+    from crossfed.federation.rounds import process_alive, this_process
+
+    me = this_process()
+    assert process_alive(me, "no-such-run")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert not process_alive({**me, "pid": gone.pid}, "no-such-run")
+    assert not process_alive({**me, "started": me["started"] - 100}, "no-such-run")  # the pid was reused
