@@ -142,7 +142,7 @@ def test_a_run_that_fails_after_it_started_states_the_error_in_its_description(c
     config = make_config(samples, tmp_path, pinned=False, rounds=1)
     config.training.lr = 1e12  # diverges in the first round
     with pytest.raises(CrossfedError, match="training loss is nan") as err:
-        run_federation(config, run_name="diverges")
+        run_federation(config, mode="local", experiment="cms", run_name="diverges")
     client = mlflow.MlflowClient(config.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("federation-test").experiment_id])
     assert run.info.status == "FAILED"

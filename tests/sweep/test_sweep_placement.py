@@ -43,7 +43,7 @@ def write_sweep(tmp_path, samples):
                         for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))},
         "data": {"cache_dir": str(tmp_path / "cache")}, "model": {"preset": "tiny"},
         "training": {"batch_size": 32, "eval_batches": 2, "device": "cpu"},
-        "federation": {"rounds": 3, "local_steps": 2},
+        "federation": {"rounds": 2, "local_steps": 2},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "placement"},
     }))
     path = tmp_path / "sweep.yaml"
@@ -107,7 +107,7 @@ def test_sweep_keeps_clients_on_their_groups_and_registers_the_best_completed_tr
     by_sharing = {tuple(row["params"]["federation.shared"]): row for row in result.rows}
     failed, completed = by_sharing[("backbone",)], by_sharing[("backbone", "heads", "adapter")]
     assert failed["error"] and failed["value"] < completed["value"]  # it did score best, then failed
-    assert completed["error"] is None and completed["rounds"] == 3
+    assert completed["error"] is None and completed["rounds"] == 2
     assert result.rows[0] is completed
     assert load_config(result.best_config_path).federation.shared == ["backbone", "heads", "adapter"]
 
