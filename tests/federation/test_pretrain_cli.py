@@ -131,7 +131,8 @@ def test_sigterm_then_sigkill_mid_round_each_resume_and_leave_no_ray_process_beh
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted after round")]
-    found = re.fullmatch(r"interrupted after round (\d): continue with (crossfed pretrain run\.yaml --resume (\w+))", line)
+    found = re.fullmatch(r"interrupted after round (\d): continue with (crossfed pretrain run\.yaml --resume (\w+))",
+                         line)
     assert found, line
     assert int(found[1]) == committed_round(runs) >= 1 and "Traceback" not in stderr
     run_id = found[3]

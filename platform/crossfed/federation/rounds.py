@@ -208,7 +208,7 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
         try:
             return _run_started(config, plan, run_id, resume, on_round, placement_group, register_model, progress)
         except KeyboardInterrupt:
-            completed = progress["round"] if progress["round"] is not None else 0
+            completed = progress["round"] if progress["round"] is not None else _last_logged_round(run_id)
             stopped = FederationInterrupted(run_id, completed)
             mlflow.set_tag("mlflow.note.content", str(stopped))
             mlflow.end_run("KILLED")
@@ -346,12 +346,22 @@ def _log_round(record: dict) -> None:
     mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "round"}, step=record["round"])
 
 
+def _logged_rounds(run_id: str) -> set[int]:
+    import mlflow
+
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")}
+
+
+def _last_logged_round(run_id: str) -> int:
+    """The last round MLflow has metrics of (0: none): an interruption while a resumed run's clients
+    were still starting is reported after that round."""
+    return max(_logged_rounds(run_id), default=0)
+
+
 def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
     """A resumed run's committed rounds whose metrics never reached MLflow (the process was killed between
     the driver's commit and the logging): logged now, so that nothing completed is lost."""
-    import mlflow
-
-    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")}
+    logged = _logged_rounds(run_id)
     for record in history:
         if record["round"] not in logged:
             _log_round(record)
