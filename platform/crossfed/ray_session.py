@@ -10,12 +10,12 @@ Whatever this call connected to or started, it disconnects from or shuts down on
 An embedded Ray must not outlive its command even when the command is killed with SIGKILL (no `finally`
 runs then). Ray's own fate sharing stops the GCS, the raylet and the workers, but not the raylet's two
 agents: each notices the raylet's death, then blocks for good publishing that error to the GCS, which is
-already gone, and from then on ignores SIGTERM. Upstream: ray-project/ray#52385 (agents outliving their
-raylet) and #59162 (the runtime-env agent ignoring SIGTERM; Ray's own tests SIGKILL it instead). The
-workaround is theirs: SIGKILL. A watchdog process started beside the embedded Ray waits for the command
-to end (its stdin pipe closes, however the command ended), then SIGKILLs every process still carrying
-that Ray session's folder on its command line or among its open files (every process of the session
-writes its logs there) — nothing else.
+already gone, and from then on ignores SIGTERM (the dashboard's module processes were seen left behind
+too). Upstream: ray-project/ray#52385 (agents outliving their raylet) and #59162 (the runtime-env agent
+ignoring SIGTERM; Ray's own tests SIGKILL it instead). The workaround is theirs, SIGKILL: a watchdog
+process started beside the embedded Ray waits for the command to end (its stdin pipe closes, however the
+command ended), then SIGKILLs every process still carrying that Ray session's folder on its command line
+or among its open files (every process of the session writes its logs there) — nothing else.
 """
 
 from __future__ import annotations
