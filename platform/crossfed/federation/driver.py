@@ -532,12 +532,16 @@ class FederationDriver:
     def shutdown(self) -> None:
         import ray
 
-        for client in self.clients.values():
+        for name, client in self.clients.items():
+            if name in self.recovery.lost:  # dead: its placement group outlives it unless removed here
+                placement.remove_and_wait(self.client_groups.get(name), timeout_s=0)
+                continue
             try:
                 ray.get(client.shutdown.remote(), timeout=60)
             except Exception as err:  # noqa: BLE001 - tear down the rest anyway
                 log.warning("client shutdown: %s", err)
             ray.kill(client, no_restart=True)
+
 
 def driver_actor_class():
     import ray
