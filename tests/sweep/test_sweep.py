@@ -139,6 +139,10 @@ def test_a_failed_trial_is_one_line_and_the_sweep_goes_on(tmp_path, samples):
     base = base_config(tmp_path, samples)
     raw = yaml.safe_load(base.read_text())
     raw["federation"]["rounds"] = 1
+    # Paths relative to the working directory, the MLflow store the default one there: every trial must
+    # still write and log where the sweep does, though Tune runs each trial in a folder of its own.
+    raw["output_dir"], raw["data"]["cache_dir"] = "runs", "cache"
+    del raw["tracking"]["uri"]
     base.write_text(yaml.safe_dump(raw))
     spec = sweep_file(tmp_path, space={"training.lr": {"grid": [0.3, 1e12]}}, asha={"enabled": False})
     done = subprocess.run([sys.executable, "-m", "crossfed", "sweep", str(spec)], cwd=tmp_path, capture_output=True,
