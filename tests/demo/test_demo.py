@@ -62,6 +62,15 @@ def test_demo_table_covers_every_experiment_method_and_size(demo_run):
     assert "federated" in demo_run["stdout"] and "mlflow ui --backend-store-uri" in demo_run["stdout"]
 
 
+def test_demo_ends_by_naming_each_pretrained_model_for_finetune(demo_run):
+    commands = {line.split()[0]: line for line in demo_run["stdout"].splitlines() if "crossfed finetune" in line}
+    for method in ("federated", "local", "centralized"):
+        for experiment in demo.DEMO_EXPERIMENTS:
+            line = commands[f"{method}/{experiment}"]
+            assert f"crossfed finetune {demo_run['root'] / 'demo.yaml'} -e {experiment} -c " in line, line
+            assert Path(line.rsplit(" -c ", 1)[1]).is_file(), line
+
+
 def test_demo_writes_and_logs_valid_plots(demo_run):
     for name in report.PLOT_NAMES:
         assert_valid_png(demo_run["plots_dir"] / name)

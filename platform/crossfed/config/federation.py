@@ -69,11 +69,20 @@ class FederationConfig(Section):
     clients_per_round: PositiveInt | None = Field(
         None, description="sample this many clients per round (under DP: this many expected, Poisson); None: all"
     )
-    shared: list[ParameterGroup] = Field(default_factory=lambda: ["backbone", "heads"], min_length=1)
+    shared: list[ParameterGroup] = Field(
+        default_factory=lambda: ["backbone", "heads"], min_length=1,
+        description="parameter groups averaged across clients; with `adapter`, every experiment goes through "
+                    "one common input adapter instead of its own private one",
+    )
     validation: UpdateValidationConfig = UpdateValidationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     round_timeout_s: PositiveFloat = Field(1800.0, description="stragglers slower than this are dropped")
     max_round_retries: NonNegativeInt = 1
+
+    @property
+    def common_adapter(self) -> bool:
+        """Sharing the adapter means one input adapter for every experiment (the model's shape follows)."""
+        return "adapter" in self.shared
 
     @model_validator(mode="after")
     def _privacy_needs_a_mean(self):

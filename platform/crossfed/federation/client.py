@@ -51,14 +51,16 @@ class FederationClient:
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
         self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
 
-    def start(self) -> str:
-        """Reserve the workers' placement group (fails fast if the node group cannot host it), start them."""
+    def start(self):
+        """Reserve the workers' placement group (fails fast if the node group cannot host it), start them.
+        Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if
+        this actor dies the driver removes it before starting the client's successor."""
         if self.given_placement_group is None:
             self.placement_group = placement.create_worker_placement_group(self.cluster, self.name)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()
-        return self.name
+        return self.placement_group if self.given_placement_group is None else None
 
     # -- worker group lifecycle ---------------------------------------------------------------------
     def _start_workers(self) -> None:

@@ -1,8 +1,11 @@
 """The driver actor: creates the client actors and runs aggregation rounds.
 
-A round is eight named steps, called in this order by `FederationDriver.run_round`; each takes what the
-one before returned, so each can be run (and tested) alone:
+A round is eight named steps, called in this order by `FederationDriver.run_round` after `rejoin` has
+brought back any client whose actor died; each takes what the one before returned, so each can be run
+(and tested) alone:
 
+0. `rejoin`     recreate each client whose actor died (a crashed node, an OOM kill, a SIGKILL) and
+                resynchronise it from its last checkpoint and the global model;
 1. `sample`     the clients of this round: every idle one, or `clients_per_round` of them drawn from
                 (seed, round), so a resumed or retried round draws the same; under DP each client with
                 probability clients_per_round / clients (Poisson), from OS entropy;
@@ -12,11 +15,14 @@ one before returned, so each can be run (and tested) alone:
 3. `collect`    the updates that arrive within `round_timeout_s`; failed clients and stragglers are
                 dropped. Fewer than `min_clients` updates: the round is retried (`max_round_retries`);
 4. `validate`   reject malformed and outlier updates (federation only; under DP the updates are clipped
-                first and only per-update checks run);
+                first and only per-update checks run). Fewer than `min_clients` left: the round is
+                retried; once the retries are spent it goes on with the updates that passed, so a
+                rejected update never ends the run;
 5. `privatise`  central DP: clip each update, the aggregate's noise from OS entropy (if enabled);
 6. `aggregate`  the strategy turns the updates into the next global weights (a baseline's single client
                 simply hands its weights over);
-7. `evaluate`   the new global model on every idle client's validation split;
+7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
+                round is skipped: not evaluated, checkpointed or reported until it has rejoined);
 8. `commit`     checkpoint the clients, then the driver's round folder (atomically), and only then adopt
                 the new global model and record the round.
 
@@ -29,6 +35,7 @@ docstring says.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -98,8 +105,9 @@ def first_worker_bundle(placement_group, plan: RoundPlan) -> int:
 class RecoveryState:
     """Where the run could restart from: everything a retried round or a resumed run needs, in one place.
 
-    Invariants, true whenever no round is running (`collect` adds stragglers, `idle` frees those whose
-    fit has returned; `client_rounds` and `completed_rounds` move only in `commit`):
+    Invariants, true whenever no round is running (`collect` adds stragglers and lost clients, `evaluate`
+    lost ones, `idle` frees stragglers whose fit has returned, `rejoin` the lost clients it restarted;
+    `client_rounds` and `completed_rounds` move only in `commit`):
     - `completed_rounds` is the last round whose driver checkpoint is committed (`latest` names it); the
       driver's global model and history are those after that round.
     - `client_rounds[name]`, for every started client, is the round of that client's newest complete
@@ -110,7 +118,11 @@ class RecoveryState:
     - `stragglers[name]` is the unfinished fit of a client dropped for being too slow. Until that fit
       returns the client is busy: not sampled, evaluated or checkpointed (its `client_rounds` entry stays
       behind), and its late update is discarded. Stragglers are not saved: after a resume none is running.
-    Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers excepted.
+    - `lost[name]` says why a client's actor died. Until `rejoin` has recreated it, the client is not
+      sampled, evaluated or checkpointed (its `client_rounds` entry stays behind, which is the checkpoint
+      the new actor restores).
+    Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers and lost clients
+    excepted: after a resume every client is a new actor and none is running.
     Not yet covered: a crash after the clients' checkpoints of round k and before the driver's commits
     it. A client keeps only its newest checkpoint, so the one the committed `client_rounds` names is gone.
     """
@@ -118,15 +130,23 @@ class RecoveryState:
     completed_rounds: int = 0
     client_rounds: dict[str, int] = field(default_factory=dict)
     stragglers: dict[str, Any] = field(default_factory=dict)  # client -> the ObjectRef of its dropped fit
+    lost: dict[str, str] = field(default_factory=dict)  # client -> why its actor is gone
 
     def idle(self, names: list[str]) -> list[str]:
-        """`names` less the clients still busy with a dropped fit; a straggler whose fit has ended is free."""
+        """`names` less the clients still busy with a dropped fit and those lost; a straggler whose fit
+        has ended is free again, or lost if that fit ended because its actor died."""
         import ray
 
         for name, ref in list(self.stragglers.items()):
             if ray.wait([ref], timeout=0)[0]:
                 del self.stragglers[name]
-        return [name for name in names if name not in self.stragglers]
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError as err:
+                    self.lost[name] = f"client actor died while a straggler: {type(err).__name__}"
+                except Exception as err:  # noqa: BLE001 - a late fit's own failure: the client is free again
+                    log.info("the late fit of %s failed: %s", name, err)
+        return [name for name in names if name not in self.stragglers and name not in self.lost]
 
     def committed(self, round_number: int, checkpointed: list[str]) -> None:
         """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`."""
@@ -169,6 +189,9 @@ class FederationDriver:
         self.strategy = build_strategy(fed.strategy) if plan.federated else None
         self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
         self.clients = {}
+        self.client_options: dict[str, dict] = {}  # name -> the actor options it was started with (`rejoin`)
+        self.client_args: dict[str, tuple] = {}  # name -> its constructor arguments
+        self.client_groups: dict[str, Any] = {}  # name -> the placement group it reserved itself, if any
         self.global_state: State = {}
         self.history: list[dict] = []
         self.recovery = RecoveryState()
@@ -188,14 +211,17 @@ class FederationDriver:
         for spec in plan.clients:
             if placement_group is None:
                 free = placement.check_feasible(spec.cluster, spec.name, free)
+            self.client_options[spec.name] = placement.client_actor_options(spec.cluster, placement_group,
+                                                                            bundle_offset)
             given = (placement_group, bundle_offset) if placement_group is not None else None
             bundle_offset += spec.cluster.workers
-            selector = placement.label_selector(spec.cluster) if placement_group is None else None
-            self.clients[spec.name] = client_cls.options(label_selector=selector).remote(
-                config, spec.name, spec.experiments, spec.cluster, str(self.run_dir / "clients" / spec.name),
-                sum(plan.steps_per_round), given,
-            )
-        ray.get([client.start.remote() for client in self.clients.values()])
+            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster,
+                                           str(self.run_dir / "clients" / spec.name), sum(plan.steps_per_round),
+                                           given)
+            self.clients[spec.name] = client_cls.options(**self.client_options[spec.name]).remote(
+                *self.client_args[spec.name])
+        groups = ray.get([client.start.remote() for client in self.clients.values()])
+        self.client_groups = dict(zip(self.clients, groups))
         if resume:
             self._restore()
         else:
@@ -249,30 +275,45 @@ class FederationDriver:
         if self.privacy is not None:
             self.privacy.check_budget(round_number)
         for attempt in range(fed.max_round_retries + 1):
-            record = self._attempt_round(round_number, attempt)
+            record = self._attempt_round(round_number, attempt, last=attempt == fed.max_round_retries)
             if record is not None:
                 return record
-            log.warning("round %d: too few client updates, retrying (%d/%d)", round_number, attempt + 1,
-                        fed.max_round_retries)
+            if attempt < fed.max_round_retries:
+                log.warning("round %d: retrying (%d/%d)", round_number, attempt + 1, fed.max_round_retries)
         raise CrossfedError(
             f"round {round_number}: fewer than federation.min_clients={self._min_clients()} clients returned an "
             f"update in {fed.max_round_retries + 1} attempt(s); see the client errors in the log"
         )
 
-    def _attempt_round(self, round_number: int, attempt: int) -> dict | None:
-        """The steps in order; None when too few clients answered (the round is to be retried)."""
+    def _attempt_round(self, round_number: int, attempt: int, *, last: bool = True) -> dict | None:
+        """The steps in order; None when the round is to be retried: too few clients answered, or (unless
+        this is the `last` attempt) too few updates passed validation."""
         started = time.perf_counter()
+        rejoined = self.rejoin()
         sampled = self.sample(round_number)
         fits = self.broadcast(sampled, round_number, retry=attempt > 0)
         collected = self.collect(fits, round_number)
         fit_wall_s = time.perf_counter() - started
         if len(collected.payloads) < self._min_clients():
+            log.warning("round %d: %d of %d sampled clients returned an update (min_clients=%d)", round_number,
+                        len(collected.payloads), len(sampled), self._min_clients())
             return None
         aggregation_started = time.perf_counter()
         updates = collected.updates()
         accepted, rejected = self.validate(updates)
-        updates, noise = self.privatise(accepted, round_number)
-        new_global = self.aggregate(updates, noise)
+        if len(accepted) < self._min_clients():
+            if not last:
+                log.warning("round %d: %d of %d updates passed validation (min_clients=%d)", round_number,
+                            len(accepted), len(updates), self._min_clients())
+                return None
+            log.warning("round %d: %d of %d updates passed validation in the last attempt; the round goes on "
+                        "with %s", round_number, len(accepted), len(updates),
+                        "them" if accepted else "no update: the global model stays as it was")
+        if accepted:
+            updates, noise = self.privatise(accepted, round_number)
+            new_global = self.aggregate(updates, noise)
+        else:
+            new_global = self.global_state
         aggregation_s = time.perf_counter() - aggregation_started
         # Under DP no validation metric leaves a client unless it is to be released noised (or unprotected).
         protected = self._protects_clients()
@@ -283,6 +324,7 @@ class FederationDriver:
             "clients/updated": len(accepted),
             "clients/dropped": len(collected.dropped),
             "clients/rejected": len(rejected),
+            "clients/rejoined": len(rejoined),
             "round/attempt": attempt,
             **self._traffic_and_time(sampled, collected, new_global, fit_wall_s, aggregation_s),
             **self._metric_record(collected.payloads, evaluations),
@@ -302,6 +344,36 @@ class FederationDriver:
         if self.privacy is not None:  # Poisson: a round runs with whoever was drawn; redrawing would bias q
             needed = min(needed, len(self.privacy.draw(list(self.clients), self.recovery.completed_rounds + 1)))
         return needed
+
+    def rejoin(self) -> list[str]:
+        """0. Recreate every lost client (its actor died) as a new actor and resynchronise it: it restores
+        its last checkpoint (`RecoveryState.client_rounds`) and loads the global model, as a client whose
+        worker died does. A client that cannot be started yet (its node group is still releasing the dead
+        actor's workers, or is gone) stays lost, and the round goes on without it. The names that rejoined."""
+        import ray
+
+        rejoined = []
+        self.recovery.idle(list(self.clients))  # a straggler whose fit ended with its actor's death is lost too
+        for name, why in list(self.recovery.lost.items()):
+            with contextlib.suppress(Exception):
+                ray.kill(self.clients[name], no_restart=True)  # whatever is left of the old actor
+            placement.remove_and_wait(self.client_groups.pop(name, None))  # outlives its actor otherwise
+            client = client_actor_class().options(**self.client_options[name]).remote(*self.client_args[name])
+            try:
+                self.client_groups[name] = ray.get(client.start.remote())
+                ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
+            except Exception as err:  # noqa: BLE001 - tried again at the next round
+                log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)
+                with contextlib.suppress(Exception):
+                    ray.get(client.shutdown.remote(), timeout=60)
+                ray.kill(client, no_restart=True)
+                continue
+            log.warning("client %s rejoined (a new actor, from its round-%s checkpoint) after: %s", name,
+                        self.recovery.client_rounds.get(name), why)
+            self.clients[name] = client
+            del self.recovery.lost[name]
+            rejoined.append(name)
+        return rejoined
 
     def sample(self, round_number: int) -> list[str]:
         """1. The clients that train this round: idle ones, `clients_per_round` of them if set. Under DP the
@@ -353,7 +425,7 @@ class FederationDriver:
             try:
                 payload = ray.get(ref)
             except ray.exceptions.RayActorError as err:  # the client actor itself died
-                collected.dropped[name] = f"client actor died: {type(err).__name__}"
+                collected.dropped[name] = self.recovery.lost[name] = f"client actor died: {type(err).__name__}"
                 continue
             if "failed" in payload:
                 collected.dropped[name] = payload["failed"]
@@ -368,9 +440,10 @@ class FederationDriver:
         return collected
 
     def validate(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
-        """4. (accepted updates, [(client, why rejected)]); too few accepted is an error. A baseline's
-        single update is taken as it is. Under DP the driver clips every update before checking it, and
-        checks each alone (no norm comparison between clients; federation/privacy.py)."""
+        """4. (accepted updates, [(client, why rejected)]). Too few accepted is the round's to handle
+        (retry, then go on with those accepted). A baseline's single update is taken as it is. Under DP the
+        driver clips every update before checking it, and checks each alone (no norm comparison between
+        clients; federation/privacy.py)."""
         if self.strategy is None:
             return updates, []
         from crossfed.federation.validation import validate_updates
@@ -381,11 +454,6 @@ class FederationDriver:
                                               compare_norms=self.privacy is None)
         for name, why in rejected:
             log.warning("rejected update from %s: %s", name, why)
-        if len(accepted) < self._min_clients():
-            raise CrossfedError(
-                f"only {len(accepted)} of {len(updates)} client updates passed validation "
-                f"(min_clients={self._min_clients()}): " + "; ".join(f"{k}: {v}" for k, v in rejected)
-            )
         return accepted, rejected
 
     def privatise(self, updates: list[ClientUpdate], round_number: int):
@@ -404,7 +472,8 @@ class FederationDriver:
         return self.strategy.aggregate(self.global_state, updates, perturb_delta=noise)
 
     def evaluate(self, new_global: State) -> dict[str, dict]:
-        """7. {client: validation metrics} of the new global model on every idle client, within the timeout."""
+        """7. {client: validation metrics} of the new global model on every idle client, within the timeout.
+        A client whose actor dies meanwhile is lost: left out here, and of the round's checkpoints."""
         import ray
 
         new_ref = ray.put(new_global)
@@ -413,7 +482,14 @@ class FederationDriver:
             for name in self.recovery.idle(list(self.clients))
         }
         done, _ = wait_until(list(futures), self.config.federation.round_timeout_s)
-        return {futures[ref]: ray.get(ref) for ref in done}
+        evaluations = {}
+        for ref in done:
+            try:
+                evaluations[futures[ref]] = ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                self.recovery.lost[futures[ref]] = f"client actor died in evaluation: {type(err).__name__}"
+                log.warning("client %s died in evaluation: %s", futures[ref], type(err).__name__)
+        return evaluations
 
     def commit(self, round_number: int, new_global: State, record: dict, *,
                round_started: float | None = None) -> None:
@@ -486,13 +562,19 @@ class FederationDriver:
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
         """Write the final global state and have each client export its full model; return their paths
-        and each client's footprint (none under DP: it would tell how often each client took part)."""
+        and each client's footprint (none under DP: it would tell how often each client took part). A client
+        lost in the last round rejoins first (from its last checkpoint and the final global model); one that
+        cannot is left out, with a warning."""
         import ray
 
         path = self.run_dir / "global_final.npz"
         save_state(path, self.global_state)
-        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()}
-        footprints = {}
+        self.rejoin()
+        for name, why in self.recovery.lost.items():
+            log.warning("client %s exports no final model: %s", name, why)
+        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()
+                         if name not in self.recovery.lost}
+        footprints = {}  # since each client actor started (a rejoined client's count starts again)
         for name, client in ({} if self._protects_clients() else self.clients).items():
             try:
                 footprints[name] = ray.get(client.footprint.remote())
@@ -503,12 +585,16 @@ class FederationDriver:
     def shutdown(self) -> None:
         import ray
 
-        for client in self.clients.values():
+        for name, client in self.clients.items():
+            if name in self.recovery.lost:  # dead: its placement group outlives it unless removed here
+                placement.remove_and_wait(self.client_groups.get(name), timeout_s=0)
+                continue
             try:
                 ray.get(client.shutdown.remote(), timeout=60)
             except Exception as err:  # noqa: BLE001 - tear down the rest anyway
                 log.warning("client shutdown: %s", err)
             ray.kill(client, no_restart=True)
+
 
 def driver_actor_class():
     import ray

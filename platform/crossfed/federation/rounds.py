@@ -4,17 +4,31 @@
 - local: one client on one experiment (`experiment=`), `training.steps` steps split over the rounds.
 - centralized: one client holding every experiment's events (the pooled baseline), same steps.
 Baselines share every parameter group (nothing is private from oneself) and skip strategy and DP.
+
+What a run leaves behind, whatever happens to it:
+- bad input (a config the plan refuses, a node group that cannot host its client, a data file that is
+  no ROOT file or lacks a branch) is found before the MLflow run or the run folder exist: nothing is left;
+- a failure after that ends the MLflow run FAILED with the error as its description (mlflow.note.content);
+- SIGINT or SIGTERM abandons the round in progress, ends the run KILLED and raises `FederationInterrupted`
+  naming the last committed round; `--resume` continues from there. A run left RUNNING by a process that
+  is gone (killed with SIGKILL, a lost node) is taken over by `--resume`; one whose process still runs is
+  refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import signal
+import socket
+import threading
 from pathlib import Path
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
-from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.errors import CrossfedError, innermost_cause, one_line_reason
 from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
@@ -56,9 +70,53 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
     return RoundPlan(clients, ALL_GROUPS, steps, federated=False)
 
 
+class FederationInterrupted(CrossfedError):
+    """SIGINT or SIGTERM stopped the run after `completed_round`; its MLflow run is KILLED, and resumable."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, completed_round: int):
+        self.run_id, self.completed_round = run_id, completed_round
+        super().__init__(f"interrupted after round {completed_round}: continue with --resume {run_id}")
+
+
+PROCESS_TAG = "crossfed.process"  # which process runs the federation: {"host", "pid", "started"}
+
+
+def this_process() -> dict:
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def process_alive(owner: dict, run_id: str) -> bool:
+    """Whether the process `owner` (a run's PROCESS_TAG) still runs: on this host by its pid and start
+    time (a reused pid is another process); elsewhere by its driver actor in this Ray cluster."""
+    import psutil
+    import ray
+
+    if owner.get("host") == socket.gethostname():
+        with contextlib.suppress(psutil.Error):
+            return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) < 1e-3
+        return False
+    with contextlib.suppress(ValueError):
+        ray.get_actor(driver_name(run_id))
+        return True
+    return False
+
+
+def driver_name(run_id: str) -> str:
+    """The driver actor's name, so an operator (or a test) finds a running federation with ray.get_actor."""
+    return f"crossfed-driver-{run_id}"
+
+
 @contextlib.contextmanager
 def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id: str | None, run_name: str | None):
-    """A new MLflow parent run, or the resumed run re-opened (its params and tags are already there)."""
+    """A new MLflow parent run, or the resumed run re-opened (its params and tags are already there).
+
+    A run to resume that MLflow still shows RUNNING is taken over when the process that ran it is gone,
+    and refused while it runs. Either way the run is marked as this process's.
+    """
     import mlflow
 
     from crossfed import tracking
@@ -66,14 +124,24 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
     if resume is None:
         with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
                                 parent_run_id=parent_run_id) as run:
+            mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
             yield run
         return
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
     found = tracking.find_run(resume)
+    run_id = found.info.run_id
     logged_mode = found.data.tags.get("crossfed.mode")
     if logged_mode and logged_mode != mode:
-        raise CrossfedError(f"run {found.info.run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
-    with mlflow.start_run(run_id=found.info.run_id) as run:
+        raise CrossfedError(f"run {run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
+    if found.info.status == "RUNNING":
+        owner = json.loads(found.data.tags.get(PROCESS_TAG, "{}"))
+        if owner and process_alive(owner, run_id):
+            raise CrossfedError(f"run {run_id} is still running (process {owner['pid']} on {owner['host']}); "
+                                "stop it before resuming, or wait for it")
+        log.warning("run %s was left RUNNING by process %s on %s, which is gone: taking it over", run_id,
+                    owner.get("pid", "?"), owner.get("host", "?"))
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
         yield run
 
 
@@ -107,11 +175,31 @@ def run_federation(
     plan is checked before any Ray starts: a wrong mode or experiment costs no start-up.
     """
     plan = plan_rounds(config, mode, experiment)
-    with connect_ray(address):
+    with connect_ray(address), interrupted_by_sigterm():
+        # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
-            _check_node_groups(plan)  # before anything is logged or written; the driver checks again
+            _check_node_groups(plan)  # the driver checks again, with what is free then
+        check_data_at_its_site(config, plan)
         return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
                             register_model)
+
+
+@contextlib.contextmanager
+def interrupted_by_sigterm():
+    """SIGTERM raises KeyboardInterrupt, as SIGINT does, so that both end a run the same way (KILLED,
+    resumable). Only in the main thread, where Python delivers signals (a Tune trial runs in another)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, interrupt)  # Ray's ray.init installed sys.exit(SIGTERM) here
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
@@ -120,20 +208,49 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
 
     with tracking_run(config, mode, resume, parent_run_id, run_name) as run:
         run_id = run.info.run_id
-        run_dir = Path(config.output_dir).resolve() / run_id
-        if resume is not None and not (run_dir / "latest").is_file():
-            raise CrossfedError(f"cannot resume run {run_id}: no completed round under {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        driver = _start_driver(config, plan, run_dir, resume is not None, placement_group)
+        progress = {"round": None}  # the last round known to be committed, for the interruption message
         try:
-            history = _run_rounds(driver, plan, on_round)
-            final = _get(driver.finish.remote())
-        finally:
-            _stop_driver(driver)
-        for client, footprint in final["footprints"].items():
-            mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
-        _log_final_model(config, run_id, final["global_state_path"], register_model)
-        return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
+            return _run_started(config, plan, run_id, resume, on_round, placement_group, register_model, progress)
+        except KeyboardInterrupt:
+            completed = progress["round"] if progress["round"] is not None else _last_logged_round(run_id)
+            stopped = FederationInterrupted(run_id, completed)
+            mlflow.set_tag("mlflow.note.content", str(stopped))
+            mlflow.end_run("KILLED")
+            raise stopped from None
+        except BaseException as err:
+            mlflow.set_tag("mlflow.note.content", f"failed: {one_line_reason(err)}")
+            raise
+
+
+def _run_started(config, plan, run_id, resume, on_round, placement_group, register_model,
+                 progress) -> FederationResult:
+    import mlflow
+
+    run_dir = Path(config.output_dir).resolve() / run_id
+    if resume is not None and not (run_dir / "latest").is_file():
+        raise CrossfedError(f"cannot resume run {run_id}: no completed round under {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    driver = _start_driver(config, plan, run_dir, resume is not None, placement_group)
+    try:
+        history = _run_rounds(driver, plan, on_round, run_id, progress)
+        final = _get(driver.finish.remote())
+    except KeyboardInterrupt:
+        _ask_committed_round(driver, progress)
+        raise
+    finally:
+        _stop_driver(driver)
+    for client, footprint in final["footprints"].items():
+        mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
+    _log_final_model(config, run_id, final["global_state_path"], register_model)
+    return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
+
+
+def _ask_committed_round(driver, progress: dict) -> None:
+    """The driver's last committed round (it may have committed one more than this process has seen)."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        progress["round"], _ = ray.get(driver.state.remote(), timeout=10)
 
 
 def _check_node_groups(plan: RoundPlan) -> None:
@@ -142,6 +259,42 @@ def _check_node_groups(plan: RoundPlan) -> None:
     free = None
     for spec in plan.clients:
         free = check_feasible(spec.cluster, spec.name, free)
+
+
+def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> None:
+    """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
+    one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
+    file is found before any run or folder is made. All problems, one line each; exit code 2.
+
+    Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
+    pyarrow (through awkward) was seen to abort on its way out, printing a C++ stack trace at the user.
+    """
+    import ray
+
+    from crossfed.federation.placement import label_selector
+
+    checker = ray.remote(num_cpus=0)(DataChecker)
+    # "DEFAULT": not captured by a caller's placement group (a Tune trial's), whose bundles are all taken
+    actors = [checker.options(label_selector=label_selector(spec.cluster), scheduling_strategy="DEFAULT").remote()
+              for spec in plan.clients]
+    try:
+        found = _get([actor.problems.remote(config, spec.experiments) for actor, spec in zip(actors, plan.clients)])
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    problems = [problem for client_problems in found for problem in client_problems]
+    if problems:
+        raise CrossfedError(problems[0] if len(problems) == 1 else
+                            f"{len(problems)} problems with the data\n  " + "\n  ".join(problems))
+
+
+class DataChecker:
+    """Ray actor (see `check_data_at_its_site`): one client's data checks, on its node group."""
+
+    def problems(self, config: RunConfig, experiments: list[str]) -> list[str]:
+        from crossfed.data.checks import check_experiment
+
+        return [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
 
 
 def _get(ref):
@@ -159,8 +312,7 @@ def _start_driver(config: RunConfig, plan: RoundPlan, run_dir: Path, resume: boo
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    # Named, so an operator (or a test) can find a running federation: ray.get_actor("crossfed-driver-<run id>").
-    driver = driver_actor_class().options(scheduling_strategy=here, name=f"crossfed-driver-{run_dir.name}").remote(
+    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_dir.name)).remote(
         config, plan, str(run_dir))
     try:
         _get(driver.start.remote(resume, placement_group))
@@ -178,17 +330,45 @@ def _stop_driver(driver) -> None:
     ray.kill(driver, no_restart=True)
 
 
-def _run_rounds(driver, plan: RoundPlan, on_round) -> list[dict]:
-    import mlflow
-
+def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) -> list[dict]:
     completed, history = _get(driver.state.remote())
+    progress["round"] = completed
+    _log_unlogged_rounds(run_id, history)
     for _ in range(completed, len(plan.steps_per_round)):
         record = _get(driver.run_round.remote())
-        mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "round"}, step=record["round"])
+        progress["round"] = record["round"]
+        _log_round(record)
         history.append(record)
         if on_round is not None:
             on_round(record["round"], record)
     return history
+
+
+def _log_round(record: dict) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "round"}, step=record["round"])
+
+
+def _logged_rounds(run_id: str) -> set[int]:
+    import mlflow
+
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")}
+
+
+def _last_logged_round(run_id: str) -> int:
+    """The last round MLflow has metrics of (0: none): an interruption while a resumed run's clients
+    were still starting is reported after that round."""
+    return max(_logged_rounds(run_id), default=0)
+
+
+def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
+    """A resumed run's committed rounds whose metrics never reached MLflow (the process was killed between
+    the driver's commit and the logging): logged now, so that nothing completed is lost."""
+    logged = _logged_rounds(run_id)
+    for record in history:
+        if record["round"] not in logged:
+            _log_round(record)
 
 
 FINAL_MODEL_ARTIFACT = "model"

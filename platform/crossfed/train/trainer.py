@@ -185,7 +185,8 @@ class LocalTrainer:
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank and every client
         self.tasks = build_tasks(training.tasks)
-        self.model = build_model(config.model, self.experiments, [task.name for task, _ in self.tasks])
+        self.model = build_model(config.model, self.experiments, [task.name for task, _ in self.tasks],
+                                 common_adapter=config.federation.common_adapter)
         self.objective = PretrainingObjective(self.model, self.tasks)
         self.engine = self._build_engine(total_steps or training.steps)
         self.model = self.engine.module.model  # the same parameters, as DeepSpeed converted them
