@@ -17,7 +17,7 @@ from crossfed.model.adapters import InputAdapter
 from crossfed.model.transformer import Backbone
 
 __all__ = [
-    "PRESETS", "FoundationModel", "build_model", "count_parameters", "forward_flops_per_event",
+    "PRESETS", "FoundationModel", "build_model", "classifier_head", "count_parameters", "forward_flops_per_event",
     "model_sizes", "parameter_group",
 ]
 
@@ -45,9 +45,7 @@ class FoundationModel(nn.Module):
     def add_classifier(self, num_classes: int = 2) -> nn.Module:
         """Attach the fine-tuning head on the pooled event representation (on the model's device)."""
         reference = self.backbone.norm.weight
-        self.classifier = nn.Sequential(
-            nn.LayerNorm(self.dim), nn.Linear(self.dim, self.dim), nn.GELU(), nn.Linear(self.dim, num_classes)
-        ).to(device=reference.device, dtype=reference.dtype)
+        self.classifier = classifier_head(self.dim, num_classes).to(device=reference.device, dtype=reference.dtype)
         return self.classifier
 
     def encode(self, features: torch.Tensor, types: torch.Tensor, mask: torch.Tensor, experiment: str,
@@ -70,6 +68,11 @@ class FoundationModel(nn.Module):
         if self.classifier is None:
             raise RuntimeError("no classifier: call model.add_classifier() first")
         return self.classifier(self.pool(self.encode(features, types, mask, experiment), mask))
+
+
+def classifier_head(dim: int, num_classes: int = 2) -> nn.Module:
+    """The fine-tuning head on a pooled event representation of width `dim`."""
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, num_classes))
 
 
 def model_sizes(cfg: ModelConfig) -> dict:
