@@ -144,3 +144,22 @@ def test_normaliser_learns_this_experiments_scale_from_real_objects_only():
     assert torch.allclose(normalised.mean(0), torch.zeros(7), atol=1e-4)
     assert torch.allclose(normalised.std(0), torch.ones(7), atol=0.02)
     assert int(adapter.normaliser.updates) == 1
+
+
+def test_local_and_pooled_models_of_one_seed_start_from_the_same_weights():
+    """Centralized (both adapters), local and federated (one each) models built after the same seed share
+    their initial backbone and per-experiment adapters: paired comparisons start from one point."""
+    import torch
+
+    from crossfed.config import ModelConfig
+    from crossfed.model import build_model
+
+    def initial(experiments, seed=3):
+        torch.manual_seed(seed)
+        return build_model(ModelConfig(), experiments, ["replaced_object"]).state_dict()
+
+    pooled, cms, atlas = initial(["cms", "atlas"]), initial(["cms"]), initial(["atlas"])
+    for single in (cms, atlas):
+        assert all(torch.equal(single[name], pooled[name]) for name in single)
+    other_seed = initial(["cms"], seed=4)
+    assert not all(torch.equal(other_seed[name], cms[name]) for name in cms if name.startswith("adapters."))

@@ -8,6 +8,8 @@ shares groups by these names.
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 from torch import nn
 
@@ -37,8 +39,11 @@ class FoundationModel(nn.Module):
                  heads_per_block: int, mlp_ratio: float, dropout: float):
         super().__init__()
         self.dim = dim
-        self.adapters = nn.ModuleDict({name: InputAdapter(dim) for name in experiments})
-        self.backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
+        # The backbone's initial weights depend on the torch seed alone and each adapter's on the seed and its
+        # experiment's name, so local, federated and centralized models of one seed start from the same weights.
+        backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
+        self.adapters = nn.ModuleDict({name: _seeded_adapter(dim, name) for name in experiments})
+        self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.classifier: nn.Module | None = None
 
@@ -68,6 +73,12 @@ class FoundationModel(nn.Module):
         if self.classifier is None:
             raise RuntimeError("no classifier: call model.add_classifier() first")
         return self.classifier(self.pool(self.encode(features, types, mask, experiment), mask))
+
+
+def _seeded_adapter(dim: int, experiment: str) -> InputAdapter:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((torch.initial_seed() + zlib.crc32(experiment.encode())) % 2**63)
+        return InputAdapter(dim)
 
 
 def classifier_head(dim: int, num_classes: int = 2) -> nn.Module:
