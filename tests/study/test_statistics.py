@@ -81,13 +81,16 @@ def test_rejection_variance_by_hand():
 
 
 def test_verdicts():
+    phrases = ("federation improves atlas at 1,000 labels", "federation worsens atlas at 1,000 labels",
+               "no significant difference for atlas at 1,000 labels")
     better = st.estimate([0.02, 0.021, 0.022], [0, 1, 2])
-    assert st.verdict(better, "federation improves", "federation worsens", "atlas at 1,000 labels").startswith(
+    assert st.verdict(better, *phrases).startswith(
         "federation improves atlas at 1,000 labels: +0.021 ± 0.001 AUC (95 % CI +0.019")
     worse = st.estimate([-0.02, -0.021, -0.022], [0, 1, 2])
-    assert st.verdict(worse, "up", "federation worsens", "cms").startswith("federation worsens cms: -0.021")
+    assert st.verdict(worse, *phrases).startswith("federation worsens atlas at 1,000 labels: -0.021")
     null = st.estimate([-0.01, 0.0, 0.012], [0, 1, 2])
-    assert st.verdict(null, "up", "down", "cms at 100 labels").startswith("no significant difference cms at 100 labels")
+    assert st.verdict(null, *phrases).startswith("no significant difference for atlas at 1,000 labels: +0.001")
+    assert "no uncertainty" in st.verdict(st.estimate([0.01], [0]), *phrases)
 
 
 @pytest.mark.parametrize("seed_sd, run_noise", [(0.15, 0.05), (0.0, 0.05)], ids=["seed-dominated", "test-dominated"])

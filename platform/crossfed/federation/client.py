@@ -52,7 +52,9 @@ class FederationClient:
     def start(self) -> str:
         """Reserve the workers' placement group (fails fast if the node group cannot host it), start them."""
         if self.given_placement_group is None:
-            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name)
+            # folder = <run dir>/clients/<name>: the run id makes the group's name unique on the cluster
+            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name,
+                                                                           self.folder.parent.parent.name)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()

@@ -223,15 +223,15 @@ def rejection_variance(rejection: float, background_events: int) -> float:
 
 # --- the plain verdict --------------------------------------------------------------------------------------
 
-def verdict(difference: Estimate, better: str, worse: str, where: str, unit: str = "AUC") -> str:
-    """One sentence: "federation improves ATLAS at 1,000 labels: +0.021 ± 0.006 AUC (95 % CI ...)" or
-    "no significant difference ..." — `better`/`worse` say what a positive/negative difference means."""
+def verdict(difference: Estimate, positive: str, negative: str, neutral: str, unit: str = "AUC") -> str:
+    """One plain sentence: `positive` if the interval lies above zero, `negative` if below, else `neutral`,
+    with the numbers, e.g. "federation improves atlas at 1,000 labels: +0.021 ± 0.006 AUC (95 % CI ...)"."""
     numbers = (f"{difference.mean:+.3f} ± {difference.se:.3f} {unit} "
                f"(95 % CI {difference.low:+.3f} … {difference.high:+.3f})")
-    if difference.runs < 2 and difference.se == 0:
-        return f"{where}: one run each, no uncertainty: {numbers}"
+    if difference.se == 0:
+        return f"{neutral} (one run, no uncertainty): {numbers}"
     if difference.high < 0:
-        return f"{worse} {where}: {numbers}"
+        return f"{negative}: {numbers}"
     if difference.low > 0:
-        return f"{better} {where}: {numbers}"
-    return f"no significant difference {where}: {numbers}"
+        return f"{positive}: {numbers}"
+    return f"{neutral}: {numbers}"
