@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from crossfed.errors import CrossfedError
 
-COMMANDS = ("pretrain", "finetune", "sweep")
+COMMANDS = ("pretrain", "finetune", "sweep", "study")
 MODES = ("federated", "local", "centralized")
 
 # Never uploaded with the working directory: VCS data, caches, outputs, event files, local binaries.
@@ -139,10 +139,14 @@ def submit(
     config_path = _config_inside(Path(config), working_dir)
     if not (working_dir / "jobs" / f"{command}.py").is_file():
         raise CrossfedError(f"{working_dir.resolve()}: has no jobs/{command}.py: submit from the crossfed project root")
-    if validate and command != "sweep":  # sweep files are tuning specs, not run configs
+    if validate and command == "study":
+        from crossfed.study.config import load_study
+
+        load_study(working_dir / config_path)  # fail here, not minutes later on the cluster
+    elif validate and command != "sweep":  # sweep files are tuning specs, not run configs
         from crossfed.config import load_config
 
-        load_config(working_dir / config_path)  # fail here, not minutes later on the cluster
+        load_config(working_dir / config_path)
     entrypoint = build_entrypoint(command, config_path, mode, extra_args)
     client = job_client(address)
     runtime_env = {"working_dir": str(working_dir.resolve()), "excludes": WORKING_DIR_EXCLUDES}

@@ -53,6 +53,9 @@ class Generation(Section):
     """What the built-in generator makes for each experiment with a detector (reused on rerun)."""
 
     labelled_events: PositiveInt = Field(1000, description="events per labelled process, after preselection")
+    pretrain_events: PositiveInt | None = Field(
+        None, description="unlabelled pool per experiment; default: the largest scenario size (smaller sizes are "
+                          "the pool's first events)")
     mixture: list[str] = Field(default_factory=lambda: ["ttbar", "single_top"], min_length=1,
                                description="SM processes of the unlabelled pool, by cross-section × efficiency")
     pilot_events: PositiveInt = Field(300, description="generated per mixture process to measure its share")
@@ -188,6 +191,10 @@ class StudyConfig(Section):
             unknown = [m for m in ("federated", "local") if m not in self.methods]
             if unknown:
                 found.append(f"scenarios.scaling compares federated with local pre-training: add {unknown} to methods")
+        largest = max(self.pretrain_sizes(), default=0)
+        if self.generation.pretrain_events is not None and self.generation.pretrain_events < largest:
+            found.append(f"generation.pretrain_events: {self.generation.pretrain_events} events, the scenarios "
+                         f"need {largest}")
         smallest = min(self.pretrain_sizes(), default=None)
         if smallest is not None and int(smallest * self.data.validation_fraction) < 1:
             found.append(f"scenarios: {smallest} pre-training events leave no validation event at "
@@ -222,8 +229,9 @@ class StudyConfig(Section):
         return sorted(sizes)
 
     def pool_events(self) -> int:
-        """Unlabelled events to generate per experiment: the largest size; smaller ones are its first events."""
-        return max(self.pretrain_sizes())
+        """Unlabelled events to generate per experiment (default the largest size); smaller sizes are its
+        first events."""
+        return self.generation.pretrain_events or max(self.pretrain_sizes())
 
     def labelled_processes(self) -> list[str]:
         """Every process some task needs, each once (a background shared by tasks is one sample)."""
