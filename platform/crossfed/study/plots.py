@@ -94,7 +94,7 @@ def plot_scaling(report, scaling: list, path: Path) -> Path:
                               f"{method}, {n:,} labelled", linestyle=dashes[i % len(dashes)])
             _log_ticks(ax, sizes)
             ax.set_title(f"{task}: {experiment}")
-            ax.set_xlabel(f"pre-training events per experiment ({experiment} and the others alike)")
+            ax.set_xlabel("pre-training events per experiment")
             ax.set_ylabel("ROC AUC (test events)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -155,7 +155,8 @@ def plot_differences(report, path: Path) -> Path:
 
 def plot_loss_per_round(report, path: Path) -> Path:
     """Pre-training validation loss per round of the largest setups (mean over seeds ± SE)."""
-    fig, axes = _grid(1, 1, "self-supervised pre-training: validation loss per round, ±1 SE over seeds")
+    fig, axes = _grid(1, 1, "pre-training validation loss per round\n(largest setups, ±1 SE over seeds)")
+    fig.set_size_inches(7, 4.6)
     ax = axes[0][0]
     largest = max((sum(n for _, n in r.setup.events) / len(r.setup.events) for r in report.pretrains.values()),
                   default=0)
