@@ -30,10 +30,9 @@ def study(
 ) -> None:
     """Does training together make each experiment's model better? Equal budgets, repeats, uncertainties.
 
-    Generates (or reuses) each experiment's events; pre-trains federated, local and centralized over several
-    seeds per scenario (symmetric, one experiment data-poor, the pre-training scaling curve); fine-tunes every
-    model and scratch on each task over several labelled subsets; prints mean ± SE tables, paired differences
-    with 95 % intervals and verdicts; logs it all to MLflow with the tables and plots."""
+    Generates (or reuses) each experiment's events; pre-trains federated, local and centralized with several seeds per scenario (symmetric, one experiment data-poor, the pre-training scaling curve).
+
+    Fine-tunes every model and scratch on each task over several labelled subsets; prints mean ± SE tables, paired differences with 95 % intervals and verdicts; logs it all to MLflow with tables and plots (docs/study.md)."""
     from crossfed.study.config import load_study
 
     _run(load_study(config), workdir, tracking_uri, check)
@@ -41,14 +40,15 @@ def study(
 
 def demo(
     scale: str = typer.Option("default", "--scale", help="default (about 10 min on 2 cores, generation "
-                                                         "included) or ci (a minute; numbers are noise)."),
+                                                         "included) or ci (a few minutes; numbers are noise)."),
     workdir: Path = typer.Option(Path(".crossfed/demo"), "--workdir", help=WORKDIR_HELP),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """The study, small: one seed per method, indicative numbers. For an answer: crossfed study study.
 
-    Generates (or reuses) CMS-like and ATLAS-like samples; pre-trains federated, local, centralized; fine-tunes
-    them and scratch on ttH vs tt over a few labelled subsets; prints the table with ± and logs it to MLflow."""
+    Generates (or reuses) CMS-like and ATLAS-like samples; pre-trains federated, local and centralized with equal budgets.
+
+    Fine-tunes them and scratch on ttH vs tt over a few labelled subsets; prints the table with ± and logs it to MLflow."""
     from crossfed.errors import CrossfedError
     from crossfed.study.config import load_study
 
