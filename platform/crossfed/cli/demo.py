@@ -58,14 +58,22 @@ def demo(
     _run(load_study(DEMO_SCALES[scale]), workdir, tracking_uri, check=False)
 
 
-def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> None:
+def _console():
+    """Paths and commands stay whole (copyable); written to a file or a pipe the tables get 160 columns, not
+    the 80 a terminal-less console assumes, so that a logged study's tables stay readable."""
+    import sys
+
     from rich.console import Console
 
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> None:
     from crossfed.study import plan
     from crossfed.study import report as rep
     from crossfed.study.runner import _plan_summary, run_study
 
-    console = Console(soft_wrap=True)  # paths and commands stay whole, copyable
+    console = _console()
     if check:
         console.print(_plan_summary(study_config, plan.setups(study_config)))
         for scenario in plan.scenarios(study_config):
@@ -82,9 +90,7 @@ def report(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Rebuild a study's (or demo's) tables, verdicts and plots from the MLflow store alone."""
-    from rich.console import Console
-
     from crossfed.study import report as rep
 
     uri = tracking_uri or rep.default_tracking_uri()
-    rep.print_report(Console(soft_wrap=True), rep.build_report(run, out, uri), uri)
+    rep.print_report(_console(), rep.build_report(run, out, uri), uri)

@@ -5,6 +5,7 @@ Shared by `crossfed study` and `crossfed report`, which draw them from the same 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -117,10 +118,12 @@ def plot_roc(report, scenario, path: Path) -> Path:
                 if not runs:
                     continue
                 grid = np.concatenate([record.results[(task, n)]["rejection_grid"] for _, record in runs])
-                grid = np.where(np.isfinite(grid), grid, np.nan)
-                mean = np.nanmean(grid, axis=0)
-                se = np.nanstd(grid, axis=0, ddof=1) / np.sqrt(np.sum(np.isfinite(grid), axis=0).clip(1)) \
-                    if len(grid) > 1 else np.zeros_like(mean)
+                grid = np.where(np.isfinite(grid), grid, np.nan)  # no background passing: no point drawn
+                with warnings.catch_warnings():  # points where every run is such are all-NaN columns
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(grid, axis=0)
+                    se = np.nanstd(grid, axis=0, ddof=1) / np.sqrt(np.sum(np.isfinite(grid), axis=0).clip(1)) \
+                        if len(grid) > 1 else np.zeros_like(mean)
                 colour, label = _style(method)
                 ax.plot(EFFICIENCY_GRID, mean, color=colour, label=label)
                 ax.fill_between(EFFICIENCY_GRID, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
