@@ -39,6 +39,10 @@ def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = N
     console = console or Console()
     workdir = Path(workdir).resolve()
     uri = tracking_uri or study.tracking.uri or rep.default_tracking_uri()
+    # The tensor cache beside the samples unless the config names one; absolute, so that every Ray worker,
+    # whatever its working directory, finds the entries the others wrote.
+    cache = workdir / "cache" if "cache_dir" not in study.data.model_fields_set else Path(study.data.cache_dir)
+    study.data.cache_dir = str(cache.resolve())
     setups = plan.setups(study)
     console.print(_plan_summary(study, setups))
     started = time.perf_counter()
