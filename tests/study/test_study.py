@@ -30,16 +30,20 @@ def crossfed(*args, cwd, timeout=2400):
 
 
 def reduced_study(samples, cache_dir) -> dict:
-    """Two experiments on the ~300-event samples; every scenario, two seeds, two fine-tunings each."""
+    """Two experiments on the ~300-event samples; every scenario, two seeds, two fine-tunings each; two tasks
+    sharing the tt̄ background. The tt̄H file stands in for the H± events of the second task: what is checked
+    is that each task gets its own rows, not the physics."""
     return {
         "name": "reduced",
         "experiments": {
             name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"]), str(samples[name]["tth"])]},
                    "labelled": {"tth": {"files": [str(samples[name]["tth"])]},
+                                "hplus": {"files": [str(samples[name]["tth"])]},
                                 "ttbar": {"files": [str(samples[name]["ttbar"])]}}}
             for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))
         },
-        "tasks": {"tth_vs_ttbar": {"signal": "tth", "background": "ttbar"}},
+        "tasks": {"tth_vs_ttbar": {"signal": "tth", "background": "ttbar"},
+                  "hplus_vs_ttbar": {"signal": "hplus", "background": "ttbar"}},
         "labelled": {"validation_fraction": 0.2, "test_fraction": 0.4},
         "scenarios": {"symmetric": {"events": 240}, "data_poor": {"events": 240, "poor": "atlas", "ratio": 4},
                       "scaling": {"events": [60, 240], "labelled_events": [40]}},
@@ -136,8 +140,8 @@ def test_table_cells_are_the_statistics_of_the_logged_runs(study_run):
     dv10 = np.mean([f[key + "v10"] - lo[key + "v10"] for f, lo in zip(fed, local)], 0)
     dv01 = np.mean([f[key + "v01"] - lo[key + "v01"] for f, lo in zip(fed, local)], 0)
     variance_test = dv10.var(ddof=1) / len(dv10) + dv01.var(ddof=1) / len(dv01)
-    (row,) = [d for d in study_run["results"]["differences"] if (d["scenario"], d["experiment"], d["comparison"],
-                                                               d["labelled_events"]) == ("symmetric", "atlas", "federated-local", 80)]
+    (row,) = [d for d in study_run["results"]["differences"] if (d["scenario"], d["task"], d["experiment"], d["comparison"],
+                                                               d["labelled_events"]) == ("symmetric", "tth_vs_ttbar", "atlas", "federated-local", 80)]
     se = np.sqrt(variance + variance_test)
     df = (variance + variance_test) ** 2 / variance**2  # Satterthwaite with one degree of freedom from two seeds
     assert row["auc_difference_mean"] == pytest.approx(differences.mean())
@@ -148,15 +152,35 @@ def test_table_cells_are_the_statistics_of_the_logged_runs(study_run):
     metrics = client.get_run(parent).data.metrics
     assert metrics["auc/symmetric/tth_vs_ttbar/atlas/federated/80/mean"] == pytest.approx(aucs.mean())
     assert metrics["auc/symmetric/tth_vs_ttbar/atlas/federated/80/std"] == pytest.approx(aucs.std(ddof=1))
+    assert metrics["auc_difference_half_width/median"] == pytest.approx(study_run["results"]["resolution"]["median_half_width"])
 
 
 def test_the_study_prints_tables_verdicts_and_says_it_is_indicative(study_run):
     out = study_run["stdout"]
     assert "paired differences" in out and "verdicts" in out and "indicative numbers" in out
     assert "±" in out and "what each method's pre-training processed" in out
-    assert len(study_run["results"]["differences"]) == 2 * 2 * 2 * 2 + 2 * 2  # sym/poor × exp × 2 × ladder; scaling
+    # Per task: sym/poor × experiment × 2 comparisons × 2 ladder points, and the scaling curve's fed − local.
+    differences = study_run["results"]["differences"]
+    assert len(differences) == 2 * (2 * 2 * 2 * 2 + 2 * 2)
     scenarios = {c["scenario"] for c in study_run["results"]["cells"]}
     assert scenarios == {"symmetric", "data_poor", "scaling/60", "scaling/240"}
+    for task in ("tth_vs_ttbar", "hplus_vs_ttbar"):  # every task its own rows, tables and verdicts
+        assert f"{task}, symmetric (" in out and f"{task}, data_poor (" in out
+        assert len([c for c in study_run["results"]["cells"] if c["task"] == task]) == 2 * (2 * 2 * 4 + 2 * 2)
+        assert len([d for d in differences if d["task"] == task]) == len(differences) // 2
+
+
+def test_the_study_states_what_difference_it_resolves(study_run):
+    """The half-widths of the paired differences' 95 % intervals: what a null result rules out."""
+    widths = [(d["auc_difference_high"] - d["auc_difference_low"]) / 2 for d in study_run["results"]["differences"]]
+    resolution = study_run["results"]["resolution"]
+    assert resolution["median_half_width"] == pytest.approx(np.median(widths))
+    assert resolution["largest_half_width"] == pytest.approx(max(widths))
+    assert resolution["intervals"] == len(widths)
+    assert resolution["resolving_0.01"] == sum(w <= 0.01 for w in widths)
+    assert f"median ±{np.median(widths):.3f}" in study_run["stdout"]
+    if np.median(widths) > 0.01:  # a test-sized study cannot resolve 0.01 AUC and must say so
+        assert "a difference of 0.01 AUC is not resolved" in " ".join(study_run["results"]["notes"])
 
 
 def test_report_rebuilds_tables_and_plots_from_mlflow_alone(study_run, tmp_path):

@@ -37,6 +37,7 @@ ROUND_LOSS = "global/val_loss"  # the federation's validation loss of the global
 BUDGET_EVENTS, BUDGET_STEPS, BUDGET_HOURS = "budget/events_processed", "budget/steps", "budget/device_hours"
 COMPARISONS = (("federated", "local"), ("federated", "centralized"))
 STUDY_SCALE = {"pretrain_seeds": 3, "finetune_seeds": 5, "test_events_per_class": 10_000}
+DETECT = 0.01  # the AUC difference a study must resolve (its intervals' half-widths at most this)
 
 
 @dataclass
@@ -254,6 +255,17 @@ def analyse(study: StudyConfig, parent_run_id: str, experiment_id: str, pretrain
     return report
 
 
+def resolution(report: StudyReport) -> dict[str, float] | None:
+    """How small a difference the study resolves: a measured paired difference is significant when it exceeds
+    its 95 % interval's half-width, so the half-widths say what a null result rules out."""
+    widths = [(d.estimate.high - d.estimate.low) / 2 for d in report.differences
+              if math.isfinite(d.estimate.high - d.estimate.low)]
+    if not widths:
+        return None
+    return {"median_half_width": float(np.median(widths)), "largest_half_width": float(max(widths)),
+            "intervals": len(widths), f"resolving_{DETECT}": sum(w <= DETECT for w in widths)}
+
+
 def _indicative(report: StudyReport) -> list[str]:
     """Why these numbers cannot settle the question, if they cannot (empty at study scale)."""
     study, notes = report.study, []
@@ -266,6 +278,10 @@ def _indicative(report: StudyReport) -> list[str]:
     smallest = min((min(pair) for tasks in report.test_events.values() for pair in tasks.values()), default=0)
     if smallest < STUDY_SCALE["test_events_per_class"]:
         notes.append(f"as few as {smallest:,} test events per class (a study needs 10,000: AUC error ≤ 0.005)")
+    resolved = resolution(report)
+    if resolved and resolved["median_half_width"] > DETECT:
+        notes.append(f"the median 95 % interval of a paired difference is ±{resolved['median_half_width']:.3f}: "
+                     f"a difference of {DETECT} AUC is not resolved")
     return notes
 
 
@@ -388,6 +404,7 @@ def write_outputs(report: StudyReport, out_dir: Path) -> list[Path]:
         files.append(out_dir / f"{name}.csv")
         files[-1].write_text(_csv(rows))
     summary = {"parent_run_id": report.parent_run_id, "study": report.study.name, "notes": report.notes,
+               "resolution": resolution(report),
                "test_events": {e: {t: list(v) for t, v in tasks.items()} for e, tasks in report.test_events.items()},
                **tables}
     files.append(out_dir / "results.json")
@@ -416,6 +433,10 @@ def summary_metrics(report: StudyReport) -> dict[str, float]:
         key = f"auc_difference/{d.scenario}/{d.task}/{d.experiment}/{d.comparison[0]}-{d.comparison[1]}/{d.labelled_events}"
         metrics.update({f"{key}/mean": d.estimate.mean, f"{key}/se": d.estimate.se,
                         f"{key}/ci_low": d.estimate.low, f"{key}/ci_high": d.estimate.high})
+    resolved = resolution(report)
+    if resolved:
+        metrics.update({"auc_difference_half_width/median": resolved["median_half_width"],
+                        "auc_difference_half_width/largest": resolved["largest_half_width"]})
     return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
@@ -525,6 +546,12 @@ def print_report(console, report: StudyReport, tracking_uri: str) -> None:
     if report.notes:
         console.print("[bold yellow]indicative numbers[/] (not a study: " + "; ".join(report.notes) + ")")
     console.print(_uncertainty_note(report))
+    resolved = resolution(report)
+    if resolved:
+        console.print(f"resolution: a paired difference is significant when it exceeds its 95 % interval's half-width; "
+                      f"half-widths here: median ±{resolved['median_half_width']:.3f}, largest "
+                      f"±{resolved['largest_half_width']:.3f}; {resolved[f'resolving_{DETECT}']} of "
+                      f"{resolved['intervals']} intervals resolve {DETECT} AUC", highlight=False)
     if report.differences:
         console.print("[bold]verdicts[/]")
         for difference in report.differences:
