@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from crossfed.errors import CrossfedError
 from crossfed.federation import MODES
 
-COMMANDS = ("pretrain", "finetune", "sweep")
+COMMANDS = ("pretrain", "finetune", "sweep", "study")
 
 # Never uploaded with the working directory or the package: VCS data, caches, outputs, event and array
 # files, local binaries, and platform/ (it travels as py_modules). Ray applies these gitignore-style
@@ -206,10 +206,14 @@ def submit(
     """
     working_dir = Path(working_dir)
     config_path = _config_inside(Path(config), working_dir)
-    if validate and command != "sweep":  # sweep files are tuning specs, not run configs
+    if validate and command == "study":
+        from crossfed.study.config import load_study
+
+        load_study(working_dir / config_path)  # fail here, not minutes later on the cluster
+    elif validate and command != "sweep":  # sweep files are tuning specs, not run configs
         from crossfed.config import load_config
 
-        load_config(working_dir / config_path)  # fail here, not minutes later on the cluster
+        load_config(working_dir / config_path)
     entrypoint = build_entrypoint(command, config_path, mode, extra_args)
     package = package_to_ship(working_dir)
     client = job_client(address)

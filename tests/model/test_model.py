@@ -162,3 +162,20 @@ def test_a_common_adapter_serves_every_experiment_under_one_name(events):
         cms.encode(features, types, mask, "lhcb")
     pooled = build_model(ModelConfig(preset="tiny"), ["cms", "atlas"], ["replaced_object"], common_adapter=True)
     assert list(pooled.adapters) == ["common"]
+def test_local_and_pooled_models_of_one_seed_start_from_the_same_weights():
+    """Centralized (both adapters), local and federated (one each) models built after the same seed share
+    their initial backbone and per-experiment adapters: paired comparisons start from one point."""
+    import torch
+
+    from crossfed.config import ModelConfig
+    from crossfed.model import build_model
+
+    def initial(experiments, seed=3):
+        torch.manual_seed(seed)
+        return build_model(ModelConfig(), experiments, ["replaced_object"]).state_dict()
+
+    pooled, cms, atlas = initial(["cms", "atlas"]), initial(["cms"]), initial(["atlas"])
+    for single in (cms, atlas):
+        assert all(torch.equal(single[name], pooled[name]) for name in single)
+    other_seed = initial(["cms"], seed=4)
+    assert not all(torch.equal(other_seed[name], cms[name]) for name in cms if name.startswith("adapters."))

@@ -57,26 +57,43 @@ def test_pretrained_state_is_loaded_and_mismatches_are_user_errors(make_config, 
         finetune(config, "cms", 100, tmp_path / "missing.pt", data=events)
 
 
-def test_frozen_mode_keeps_the_backbone(make_config):
-    """In frozen mode the backbone is not trained: a huge lr still leaves it unchanged (checked via a hook)."""
+def test_frozen_mode_trains_only_the_classifier_on_encodings_computed_once(make_config):
+    """Frozen: the optimizer sees the classifier head alone (the pre-trained adapter and backbone stay as
+    they are), and handing in the encodings gives exactly what encoding inside finetune gives."""
+    from crossfed.model import build_model
     from crossfed.train import finetune as finetune_module
+    from crossfed.train.finetune import encode_events
 
-    config = make_config(finetune={**FINETUNE, "epochs": 1, "mode": "frozen"}, data=DATA)
-    seen = {}
+    config = make_config(finetune={**FINETUNE, "epochs": 2, "mode": "frozen"}, data=DATA)
+    events = load_labelled_events(config, "cms")
+    torch.manual_seed(11)
+    state = {k: v.numpy() for k, v in build_model(config.model, ["cms"], ["replaced_object"]).state_dict().items()}
+    seen = []
     original = finetune_module._optimizer
-
-    def spy(model, cfg):
-        seen["model"] = model
-        seen["backbone"] = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.")}
-        return original(model, cfg)
-
-    finetune_module._optimizer = spy
+    finetune_module._optimizer = lambda module, cfg: seen.append([n for n, _ in module.named_parameters()]) or \
+        original(module, cfg)
     try:
-        finetune(config, "cms", 100, None, data=load_labelled_events(config, "cms"))
+        inside = finetune(config, "cms", 100, state, data=events, seed=5)
     finally:
         finetune_module._optimizer = original
-    after = seen["model"].state_dict()
-    assert all(torch.equal(after[k], v) for k, v in seen["backbone"].items())
+    assert seen and not any(n.startswith(("backbone.", "adapters.")) for n in seen[0]), seen
+    encoded = encode_events(config, "cms", state, events)
+    assert encoded.shape == (len(events), config.model.dim or 48)
+    given = finetune(config, "cms", 100, state, data=events, seed=5, features=encoded)
+    np.testing.assert_array_equal(inside.scores, given.scores)
+    assert inside["auc"] == given["auc"]
+    other_seed = finetune(config, "cms", 100, state, data=events, seed=6, features=encoded)
+    assert not np.array_equal(other_seed.scores, given.scores), "the seed must draw another subset and head"
+
+
+def test_fine_tuning_seed_draws_the_labelled_subset(make_config):
+    """One seed, one labelled subset: the same seed repeats a fine-tuning exactly, another differs."""
+    config = make_config(finetune={**FINETUNE, "epochs": 1}, data=DATA)
+    events = load_labelled_events(config, "cms")
+    first, again = (finetune(config, "cms", 60, None, data=events, seed=1) for _ in range(2))
+    np.testing.assert_array_equal(first.scores, again.scores)
+    assert len(first.scores) == len(first.labels) == first["test_events"]
+    assert not np.array_equal(first.scores, finetune(config, "cms", 60, None, data=events, seed=2).scores)
 
 
 def test_cli_prints_the_ladder_table(make_config, tmp_path):

@@ -1,4 +1,5 @@
-"""`crossfed demo` (the whole study on one machine) and `crossfed report` (its results, rebuilt from MLflow)."""
+"""`crossfed study` (the cross-experiment study from a config), `crossfed demo` (the same study, small and
+built in) and `crossfed report` (a study's results, rebuilt from MLflow)."""
 
 from __future__ import annotations
 
@@ -6,103 +7,90 @@ from pathlib import Path
 
 import typer
 
-SCALE_NAMES = ["ci", "small", "default", "large"]  # crossfed.demo.SCALES, listed here to keep --help fast
+# crossfed.study.config.preset_names(), listed here to keep --help fast
+PRESETS = ["ci", "demo", "study", "large"]
+DEMO_SCALES = {"default": "demo", "ci": "ci"}
 
 
 def register(app: typer.Typer) -> None:
+    app.command("study")(study)
     app.command("demo")(demo)
     app.command("report")(report)
 
 
-def demo(
-    scale: str = typer.Option(
-        "default", "--scale", help=f"Study size: {', '.join(SCALE_NAMES)} (default: 6400 generated events, sized for 15 min on 2 cores)."
-    ),
-    config: Path = typer.Option(
-        None, "--config", help="Run the study in this run config (its data must exist; --scale is then ignored)."
-    ),
-    workdir: Path = typer.Option(
-        Path(".crossfed/demo"), "--workdir", help="Generated samples (reused on rerun), tensor cache, plots."
-    ),
-    tracking_uri: str = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: the config's, else sqlite:///mlflow.db here)."
-    ),
+WORKDIR_HELP = "Generated samples (reused on rerun), tensor cache, checkpoints, tables and plots."
+URI_HELP = "MLflow tracking URI (default: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
+
+
+def study(
+    config: str = typer.Argument(..., help=f"Study config (YAML), or a built-in one: {', '.join(PRESETS)}."),
+    workdir: Path = typer.Option(Path(".crossfed/study"), "--workdir", help=WORKDIR_HELP),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    check: bool = typer.Option(False, "--check", help="Only validate the config and print the plan."),
 ) -> None:
-    """Run the whole study: does training together make each experiment's model better?
+    """Does training together make each experiment's model better? Equal budgets, repeats, uncertainties.
 
-    Generates (or reuses) CMS-like and ATLAS-like samples; pre-trains federated, local, centralized, not at all.
+    Generates (or reuses) each experiment's events; pre-trains federated, local and centralized with several seeds per scenario (symmetric, one experiment data-poor, the pre-training scaling curve).
 
-    Fine-tunes each on ttH vs tt per labelled-event count; prints the table, draws plots, logs it all to MLflow."""
-    import time
+    Fine-tunes every model and scratch on each task over several labelled subsets; prints mean ± SE tables, paired differences with 95 % intervals and verdicts; logs it all to MLflow with tables and plots (docs/study.md)."""
+    from crossfed.study.config import load_study
+
+    _run(load_study(config), workdir, tracking_uri, check)
+
+
+def demo(
+    scale: str = typer.Option("default", "--scale", help="default (about 10 min on 2 cores, generation "
+                                                         "included) or ci (a few minutes; numbers are noise)."),
+    workdir: Path = typer.Option(Path(".crossfed/demo"), "--workdir", help=WORKDIR_HELP),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=URI_HELP),
+) -> None:
+    """The study, small: one seed per method, indicative numbers. For an answer: crossfed study study.
+
+    Generates (or reuses) CMS-like and ATLAS-like samples; pre-trains federated, local and centralized with equal budgets.
+
+    Fine-tunes them and scratch on ttH vs tt over a few labelled subsets; prints the table with ± and logs it to MLflow."""
+    from crossfed.errors import CrossfedError
+    from crossfed.study.config import load_study
+
+    if scale not in DEMO_SCALES:
+        raise CrossfedError(f"--scale {scale!r}: choose one of {', '.join(DEMO_SCALES)} "
+                            f"(the larger studies: crossfed study study | large)")
+    _run(load_study(DEMO_SCALES[scale]), workdir, tracking_uri, check=False)
+
+
+def _console():
+    """Paths and commands stay whole (copyable); written to a file or a pipe the tables get 160 columns, not
+    the 80 a terminal-less console assumes, so that a logged study's tables stay readable."""
+    import sys
 
     from rich.console import Console
 
-    from crossfed import demo as demo_lib
-    from crossfed import report as rep
-    from crossfed.atomic import write_text_atomically
-    from crossfed.config import load_config
-
-    console = Console(soft_wrap=True)  # paths and commands stay whole, copyable
-    started = time.perf_counter()
-    workdir = workdir.resolve()
-    if config is not None:
-        run_config = load_config(config)
-        if tracking_uri:
-            run_config.tracking.uri = tracking_uri
-        scale = "custom"
-    else:
-        study = demo_lib.demo_scale(scale)
-        files = demo_lib.make_samples(study, workdir / "data", seed=0, console=console)
-        uri = tracking_uri or rep.default_tracking_uri()
-        run_config = demo_lib.demo_config(study, files, workdir, uri)
-        config = workdir / "run.yaml"  # on disk, so that its models can be fine-tuned with it again
-        write_text_atomically(config, run_config.to_yaml())
-    from crossfed.federation.rounds import FederationInterrupted
-
-    try:
-        result = demo_lib.run_demo(run_config, plots_dir=workdir / "plots", scale_name=scale, console=console)
-    except FederationInterrupted as stopped:  # the demo has no --resume: say so rather than offer one
-        Console(stderr=True, highlight=False).print(
-            f"demo interrupted in pre-training run {stopped.run_id} after round {stopped.completed_round}; "
-            "run the demo again to start over (generated samples are reused)", markup=False)
-        raise typer.Exit(stopped.exit_code) from None
-    _print_report(console, result, run_config.tracking.uri or rep.default_tracking_uri())
-    _print_models(console, result, config)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
-def _print_models(console, result, config: Path) -> None:
-    """Each pre-trained model, as the `crossfed finetune` command that starts from it."""
-    console.print("pre-trained models (pre-training run, then the command that fine-tunes from the model):",
-                  highlight=False)
-    for label, (run_id, path) in result.models.items():
-        experiment = label.split("/", 1)[1]
-        console.print(f"  {label:18s} run {run_id}: crossfed finetune {config} -e {experiment} -c {path}",
-                      highlight=False, markup=False)
+def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> None:
+    from crossfed.study import plan
+    from crossfed.study import report as rep
+    from crossfed.study.runner import _plan_summary, run_study
+
+    console = _console()
+    if check:
+        console.print(_plan_summary(study_config, plan.setups(study_config)))
+        for scenario in plan.scenarios(study_config):
+            console.print(f"  {scenario.name}: {scenario.describe()}; methods {', '.join(scenario.methods)}")
+        return
+    uri = tracking_uri or study_config.tracking.uri or rep.default_tracking_uri()
+    result = run_study(study_config, workdir=workdir, tracking_uri=uri, console=console)
+    rep.print_report(console, result, uri)
 
 
 def report(
-    run: str = typer.Argument(..., help="Demo run: MLflow run id or run name (newest of that name)."),
-    out: Path = typer.Option(None, "--out", help="Folder for the PNG plots (default: crossfed-report/RUN_ID)."),
-    tracking_uri: str = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
-    ),
+    run: str = typer.Argument(..., help="Study run: MLflow run id or run name (newest of that name)."),
+    out: Path = typer.Option(None, "--out", help="Folder for tables and plots (default: crossfed-report/RUN_ID)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
-    """Rebuild a demo's results table and plots from the MLflow store alone."""
-    from rich.console import Console
-
-    from crossfed import report as rep
+    """Rebuild a study's (or demo's) tables, verdicts and plots from the MLflow store alone."""
+    from crossfed.study import report as rep
 
     uri = tracking_uri or rep.default_tracking_uri()
-    _print_report(Console(soft_wrap=True), rep.build_report(run, out, uri), uri)
-
-
-def _print_report(console, result, tracking_uri: str) -> None:
-    from crossfed import report as rep
-
-    console.print(rep.results_table(result))
-    for path in result.plots:
-        console.print(f"plot: {path}")
-    console.print(f"MLflow run {result.parent_run_id}; to browse it:\n{rep.ui_hint(tracking_uri, result)}", highlight=False)
-    console.print(f"rebuild this report: crossfed report {result.parent_run_id} --tracking-uri {tracking_uri}",
-                  highlight=False)
+    rep.print_report(_console(), rep.build_report(run, out, uri), uri)

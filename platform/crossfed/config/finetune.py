@@ -11,7 +11,9 @@ class FinetuneConfig(Section):
     labelled_events: list[PositiveInt] = Field(
         default_factory=lambda: [100, 1000, 10000], min_length=1, description="data-efficiency ladder"
     )
-    mode: Literal["frozen", "full", "lower_lr"] = "lower_lr"
+    mode: Literal["frozen", "full", "lower_lr"] = Field(
+        "lower_lr", description="frozen: only the classifier learns, on the pre-trained encoder's output; "
+                                "full: everything; lower_lr: the backbone at lr × backbone_lr_factor")
     backbone_lr_factor: PositiveFloat = Field(0.1, description="backbone lr = lr × this, in lower_lr mode")
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: PositiveFloat = 1e-3

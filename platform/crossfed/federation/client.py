@@ -56,7 +56,9 @@ class FederationClient:
         Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if
         this actor dies the driver removes it before starting the client's successor."""
         if self.given_placement_group is None:
-            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name)
+            # folder = <run dir>/clients/<name>: the run id makes the group's name unique on the cluster
+            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name,
+                                                                           self.folder.parent.parent.name)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()

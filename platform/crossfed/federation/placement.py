@@ -95,8 +95,9 @@ def check_feasible(cluster: ClusterConfig, client: str, free: dict[str, dict[str
     return free
 
 
-def create_worker_placement_group(cluster: ClusterConfig, client: str):
-    """One bundle per worker on the client's node group; PACK keeps a client's ranks close together."""
+def create_worker_placement_group(cluster: ClusterConfig, client: str, run: str = ""):
+    """One bundle per worker on the client's node group; PACK keeps a client's ranks close together.
+    Named after the client and its run: several federations (a study's runs) may share one Ray cluster."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     check_feasible(cluster, client)
@@ -104,7 +105,7 @@ def create_worker_placement_group(cluster: ClusterConfig, client: str):
     group = placement_group(
         [worker_bundle(cluster) for _ in range(cluster.workers)],
         strategy="PACK",
-        name=f"crossfed-{client}",
+        name=f"crossfed-{run}-{client}" if run else f"crossfed-{client}",
         bundle_label_selector=[dict(selector) for _ in range(cluster.workers)] if selector else None,
     )
     import ray

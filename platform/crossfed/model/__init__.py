@@ -10,6 +10,8 @@ names in every client, so the federation can average it like the backbone.
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ from crossfed.model.adapters import InputAdapter
 from crossfed.model.transformer import Backbone
 
 __all__ = [
-    "PRESETS", "FoundationModel", "build_model", "count_parameters", "forward_flops_per_event",
+    "PRESETS", "FoundationModel", "build_model", "classifier_head", "count_parameters", "forward_flops_per_event",
     "model_sizes", "parameter_group",
 ]
 
@@ -43,17 +45,18 @@ class FoundationModel(nn.Module):
         self.experiments = list(experiments)
         self.common_adapter = common_adapter
         names = [COMMON_ADAPTER] if common_adapter else self.experiments
-        self.adapters = nn.ModuleDict({name: InputAdapter(dim) for name in names})
-        self.backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
+        # The backbone's initial weights depend on the torch seed alone and each adapter's on the seed and its
+        # name, so local, federated and centralized models of one seed start from the same weights.
+        backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
+        self.adapters = nn.ModuleDict({name: _seeded_adapter(dim, name) for name in names})
+        self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.classifier: nn.Module | None = None
 
     def add_classifier(self, num_classes: int = 2) -> nn.Module:
         """Attach the fine-tuning head on the pooled event representation (on the model's device)."""
         reference = self.backbone.norm.weight
-        self.classifier = nn.Sequential(
-            nn.LayerNorm(self.dim), nn.Linear(self.dim, self.dim), nn.GELU(), nn.Linear(self.dim, num_classes)
-        ).to(device=reference.device, dtype=reference.dtype)
+        self.classifier = classifier_head(self.dim, num_classes).to(device=reference.device, dtype=reference.dtype)
         return self.classifier
 
     def adapter_name(self, experiment: str) -> str:
@@ -80,6 +83,17 @@ class FoundationModel(nn.Module):
         if self.classifier is None:
             raise RuntimeError("no classifier: call model.add_classifier() first")
         return self.classifier(self.pool(self.encode(features, types, mask, experiment), mask))
+
+
+def _seeded_adapter(dim: int, experiment: str) -> InputAdapter:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((torch.initial_seed() + zlib.crc32(experiment.encode())) % 2**63)
+        return InputAdapter(dim)
+
+
+def classifier_head(dim: int, num_classes: int = 2) -> nn.Module:
+    """The fine-tuning head on a pooled event representation of width `dim`."""
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, num_classes))
 
 
 def model_sizes(cfg: ModelConfig) -> dict:

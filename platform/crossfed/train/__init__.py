@@ -2,7 +2,8 @@
 
     LocalTrainer(config, experiments, *, rank, world_size, data=None, total_steps=None)   trainer.py
     WorkerGroup(config, experiments, *, num_workers, ...).call(method, ...) -> per-rank results   workers.py
-    crossfed.train.finetune.finetune(config, experiment, labelled_events, pretrained_state, *, data=None)
+    crossfed.train.finetune.finetune(config, experiment, labelled_events, pretrained_state, *, data, seed, features)
+    crossfed.train.finetune.encode_events(config, experiment, pretrained_state, events)  frozen encoder, once
     roc_auc, background_rejection, accuracy, roc_curve, classification_metrics              metrics.py
 
 Torch, DeepSpeed and Ray are imported only when one of these is first used.

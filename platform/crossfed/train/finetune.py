@@ -3,6 +3,11 @@
 The pre-trained backbone and the experiment's adapter are loaded into a classifier, trained on a balanced
 subset of the labelled training split (the data-efficiency ladder: 10^2 ... 10^5 events) and scored on the
 test split, which never overlaps the training events. Small, so one process and plain torch.
+
+Modes (`finetune.mode`): `full` trains everything, `lower_lr` the backbone at a lower rate, `frozen` only
+the classifier on the pre-trained encoder's (adapter + backbone) pooled output. A frozen encoder gives
+every event the same representation in every fine-tuning, so `encode_events` computes it once and many
+fine-tunings (seeds, ladder points) reuse it through `features=`.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from crossfed.train.trainer import resolve_device
 
 class FinetuneMetrics(dict):
     """Scalar metrics (auc, rejection_at_0.3, rejection_at_0.5, accuracy, ...) with the ROC curve as
-    `.fpr` / `.tpr` arrays, kept out of the dict so the dict can be logged as it is."""
+    `.fpr` / `.tpr` arrays and the test events' `.scores` and `.labels`, kept out of the dict so the dict
+    can be logged as it is."""
 
     fpr: np.ndarray
     tpr: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
 
 
 def load_labelled_events(config: RunConfig, experiment: str) -> EventBatch:
@@ -102,30 +110,26 @@ def balanced_subset(labels: np.ndarray, candidates: np.ndarray, count: int, seed
 
 
 def _optimizer(model, config: RunConfig):
+    """`model`: the whole classifier model, or in frozen mode the classifier head alone."""
     settings = config.finetune
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    if settings.mode == "frozen":
-        for p in backbone:
-            p.requires_grad_(False)
-        groups = [{"params": rest, "lr": settings.lr}]
-    else:
-        factor = settings.backbone_lr_factor if settings.mode == "lower_lr" else 1.0
-        groups = [{"params": rest, "lr": settings.lr}, {"params": backbone, "lr": settings.lr * factor}]
+    factor = settings.backbone_lr_factor if settings.mode == "lower_lr" else 1.0
+    groups = [{"params": rest, "lr": settings.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": settings.lr * factor})
     if settings.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
     return torch.optim.AdamW(groups, lr=settings.lr)
 
 
 @torch.no_grad()
-def _scores(model, events: EventBatch, experiment: str, device: str, batch_size: int) -> np.ndarray:
-    model.eval()
-    scores = []
-    for start in range(0, len(events), batch_size):
-        part = events.take(slice(start, start + batch_size))
-        logits = model.classify(*_tensors(part, device), experiment)
-        scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(scores)
+def _scores(forward, module, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    """Signal probabilities of the events at `indices`; `forward(indices)` gives their logits."""
+    module.eval()
+    scores = [torch.softmax(forward(indices[start:start + batch_size]).float(), dim=1)[:, 1].cpu().numpy()
+              for start in range(0, len(indices), batch_size)]
+    return np.concatenate(scores) if scores else np.zeros(0)
 
 
 def _tensors(events: EventBatch, device: str):
@@ -134,46 +138,86 @@ def _tensors(events: EventBatch, device: str):
             torch.as_tensor(events.mask, device=device))
 
 
-def finetune(config: RunConfig, experiment: str, labelled_events: int,
-             pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None) -> FinetuneMetrics:
-    """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
-
-    `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`
-    (`adapters.common.*` when the config shares the adapter);
-    None trains from scratch. `data`: labelled events (labels 1 = signal) instead of the config's datasets.
-    The best epoch on the validation split is kept. Returns test-set metrics and the ROC curve.
-    """
+def _encoder(config: RunConfig, experiment: str, pretrained_state, device: str):
+    """The model (adapter + backbone, no classifier yet) with the pre-trained state loaded, if any: its
+    `backbone.*` and `adapters.<experiment>.*` (`adapters.common.*` when the config shares the adapter)."""
     from crossfed.model import build_model
 
-    settings = config.finetune
-    events = data if data is not None else load_labelled_events(config, experiment)
-    if events.labels is None:
-        raise CrossfedError(f"experiment {experiment}: fine-tuning needs labelled events")
-    train, validation, test = split_indices_checked(events, config, experiment)
-    chosen = balanced_subset(events.labels, train, labelled_events, config.seed, experiment)
-
-    device = resolve_device(config.training.device)
-    torch.manual_seed(config.seed)
     model = build_model(config.model, [experiment], tasks=[], common_adapter=config.federation.common_adapter)
     if pretrained_state is not None:
         where = str(pretrained_state) if not isinstance(pretrained_state, dict) else "pre-trained state"
         load_pretrained(model, read_state(pretrained_state), experiment, where)
-    model.add_classifier(2)
-    model.to(device)
-    optimizer = _optimizer(model, config)
+    return model.to(device)
 
-    train_events, validation_events = events.take(chosen), events.take(validation)
+
+@torch.no_grad()
+def encode_events(config: RunConfig, experiment: str, pretrained_state: str | Path | dict | None,
+                  events: EventBatch) -> np.ndarray:
+    """The encoder's pooled output for every event [N, dim] (float32): what a frozen-mode classifier sees.
+    None as the state encodes with a random encoder initialised from config.seed."""
+    device = resolve_device(config.training.device)
+    torch.manual_seed(config.seed)
+    model = _encoder(config, experiment, pretrained_state, device).eval()
+    pooled = []
+    for start in range(0, len(events), config.finetune.batch_size):
+        features, types, mask = _tensors(events.take(slice(start, start + config.finetune.batch_size)), device)
+        pooled.append(model.pool(model.encode(features, types, mask, experiment), mask).float().cpu().numpy())
+    return np.concatenate(pooled) if pooled else np.zeros((0, model.dim), np.float32)
+
+
+def _classifier_model(config: RunConfig, experiment: str, pretrained_state, events: EventBatch,
+                      features: np.ndarray | None, device: str):
+    """(module to train, forward(indices) -> logits). Frozen: a classifier head on the encoder's pooled
+    output `features`; else the whole model with a classifier attached."""
+    from crossfed.model import classifier_head, model_sizes
+
+    if config.finetune.mode == "frozen":
+        if len(features) != len(events):
+            raise CrossfedError(f"experiment {experiment}: {len(features)} encoded events for {len(events)} events")
+        head = classifier_head(model_sizes(config.model)["dim"], 2).to(device)
+        encoded = torch.as_tensor(np.asarray(features, np.float32), device=device)
+        return head, lambda indices: head(encoded[torch.as_tensor(indices, device=device)])
+    model = _encoder(config, experiment, pretrained_state, device)
+    model.add_classifier(2)
+    return model, lambda indices: model.classify(*_tensors(events.take(indices), device), experiment)
+
+
+def finetune(config: RunConfig, experiment: str, labelled_events: int,
+             pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None,
+             seed: int | None = None, features: np.ndarray | None = None) -> FinetuneMetrics:
+    """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
+
+    `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`;
+    None trains from scratch. `data`: labelled events (labels 1 = signal) instead of the config's datasets.
+    `seed` (default config.seed): draws the labelled subset, initialises the classifier, orders the
+    batches. `features`: in frozen mode, `encode_events` of `data` with this state (computed if not given).
+    The best epoch on the validation split is kept. Returns test-set metrics, the ROC curve and the scores.
+    """
+    settings = config.finetune
+    seed = config.seed if seed is None else seed
+    events = data if data is not None else load_labelled_events(config, experiment)
+    if events.labels is None:
+        raise CrossfedError(f"experiment {experiment}: fine-tuning needs labelled events")
+    train, validation, test = split_indices_checked(events, config, experiment)
+    chosen = balanced_subset(events.labels, train, labelled_events, seed, experiment)
+
+    device = resolve_device(config.training.device)
+    if settings.mode == "frozen" and features is None:
+        features = encode_events(config, experiment, pretrained_state, events)
+    torch.manual_seed(seed)  # after encoding: the classifier's initial weights follow the fine-tuning seed
+    module, forward = _classifier_model(config, experiment, pretrained_state, events, features, device)
+    optimizer = _optimizer(module, config)
+    validation_labels = events.labels[validation]
     batch_size = min(settings.batch_size, len(chosen))
-    order_rng = np.random.default_rng(config.seed)
+    order_rng = np.random.default_rng(seed)
     max_steps = settings.max_steps or float("inf")
     best_loss, best_state, steps = float("inf"), None, 0
     for _ in range(settings.epochs):
-        model.train()
-        order = order_rng.permutation(len(train_events))
+        module.train()
+        order = chosen[order_rng.permutation(len(chosen))]
         for start in range(0, len(order), batch_size):
-            batch = train_events.take(order[start:start + batch_size])
-            logits = model.classify(*_tensors(batch, device), experiment)
-            loss = F.cross_entropy(logits.float(), torch.as_tensor(batch.labels, device=device))
+            batch = order[start:start + batch_size]
+            loss = F.cross_entropy(forward(batch).float(), torch.as_tensor(events.labels[batch], device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -183,24 +227,24 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
         if not torch.isfinite(loss):
             raise CrossfedError(f"experiment {experiment}: fine-tuning loss became {float(loss)} "
                                 "(lower finetune.lr)")
-        validation_loss = _validation_loss(model, validation_events, experiment, device, settings.batch_size)
+        validation_loss = _log_loss(validation_labels, _scores(forward, module, validation, settings.batch_size))
         if validation_loss < best_loss:
-            best_loss, best_state = validation_loss, copy.deepcopy(model.state_dict())
+            best_loss, best_state = validation_loss, copy.deepcopy(module.state_dict())
         if steps >= max_steps:
             break
-    model.load_state_dict(best_state)
+    module.load_state_dict(best_state)
 
-    test_events = events.take(test)
-    scores = _scores(model, test_events, experiment, device, settings.batch_size)
-    result = FinetuneMetrics(classification_metrics(test_events.labels, scores))
-    result.fpr, result.tpr, _ = roc_curve(test_events.labels, scores)
+    scores = _scores(forward, module, test, settings.batch_size)
+    labels = events.labels[test]
+    result = FinetuneMetrics(classification_metrics(labels, scores))
+    result.fpr, result.tpr, _ = roc_curve(labels, scores)
+    result.scores, result.labels = scores, labels
     result.update(labelled_events=labelled_events, test_events=len(test), validation_loss=best_loss, steps=steps)
     return result
 
 
-def _validation_loss(model, events: EventBatch, experiment: str, device: str, batch_size: int) -> float:
-    scores = _scores(model, events, experiment, device, batch_size).clip(1e-7, 1 - 1e-7)
-    labels = events.labels
+def _log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
+    scores = scores.clip(1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores)))
 
 

@@ -243,8 +243,10 @@ class LocalTrainer:
         self.engine.train()
         sums: dict[str, torch.Tensor] = {}
         passes = steps * self.config.training.grad_accum
+        batches = dict.fromkeys(self.experiments, 0)  # micro-batches per experiment: what each one's data gave
         for _ in range(passes):
             experiment = self.experiments[self.micro_steps % len(self.experiments)]
+            batches[experiment] += 1
             features, types, mask = self._training_batch(experiment)
             loss, metrics = self.engine(features, types, mask, experiment, self.generator, proximal)
             self.engine.backward(loss)
@@ -256,9 +258,10 @@ class LocalTrainer:
         if not np.isfinite(result["loss"]):
             raise CrossfedError(f"{self._where}: training loss is {result['loss']} at step "
                                 f"{self.engine.global_steps} (lower training.lr or check the inputs for NaN)")
-        result.update(num_examples=self.num_train_events,
-                      events_processed=passes * self.micro_batch * self.world_size,
-                      lr=self.engine.get_lr()[0], global_step=self.engine.global_steps)
+        events = self.micro_batch * self.world_size
+        result.update(num_examples=self.num_train_events, events_processed=passes * events,
+                      lr=self.engine.get_lr()[0], global_step=self.engine.global_steps,
+                      **{f"events_processed/{name}": count * events for name, count in batches.items()})
         return result
 
     @torch.no_grad()

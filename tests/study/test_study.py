@@ -1,0 +1,213 @@
+"""A reduced study end to end: the shared generated samples as given data, real Ray + DeepSpeed pre-training
+(federated, local, centralized; two seeds), real fine-tuning as Ray tasks, a real MLflow SQLite store;
+then `crossfed report` rebuilds the same tables and plots from MLflow alone."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import yaml
+
+from crossfed.study import plan
+from crossfed.study import report as rep
+from crossfed.study.config import load_study
+
+ROUNDS, LOCAL_STEPS, BATCH = 2, 2, 32
+# About 3 minutes on 2 idle cores (18 short pre-trainings, 2 at a time); much longer on a machine shared with
+# other jobs, so the study's own fixture gets more than the suite's default 10 minutes.
+pytestmark = pytest.mark.timeout(2400)
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar per downloaded artifact otherwise
+
+
+def crossfed(*args, cwd, timeout=2400):
+    return subprocess.run([sys.executable, "-m", "crossfed", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def reduced_study(samples, cache_dir) -> dict:
+    """Two experiments on the ~300-event samples; every scenario, two seeds, two fine-tunings each; two tasks
+    sharing the tt̄ background. The tt̄H file stands in for the H± events of the second task: what is checked
+    is that each task gets its own rows, not the physics."""
+    return {
+        "name": "reduced",
+        "experiments": {
+            name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"]), str(samples[name]["tth"])]},
+                   "labelled": {"tth": {"files": [str(samples[name]["tth"])]},
+                                "hplus": {"files": [str(samples[name]["tth"])]},
+                                "ttbar": {"files": [str(samples[name]["ttbar"])]}}}
+            for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))
+        },
+        "tasks": {"tth_vs_ttbar": {"signal": "tth", "background": "ttbar"},
+                  "hplus_vs_ttbar": {"signal": "hplus", "background": "ttbar"}},
+        "labelled": {"validation_fraction": 0.2, "test_fraction": 0.4},
+        "scenarios": {"symmetric": {"events": 240}, "data_poor": {"events": 240, "poor": "atlas", "ratio": 4},
+                      "scaling": {"events": [60, 240], "labelled_events": [40]}},
+        "repeats": {"pretrain_seeds": 2, "finetune_seeds": 2},
+        "model": {"preset": "tiny"},
+        "data": {"max_objects": 12, "validation_fraction": 0.2, "test_fraction": 0.0, "cache_dir": str(cache_dir)},
+        "training": {"batch_size": BATCH, "device": "cpu"},
+        "federation": {"rounds": ROUNDS, "local_steps": LOCAL_STEPS},
+        "finetune": {"labelled_events": [40, 80], "mode": "frozen", "epochs": 3, "batch_size": 32},
+    }
+
+
+@pytest.fixture(scope="module")
+def study_run(samples, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "reduced.yaml").write_text(yaml.safe_dump(reduced_study(samples, root / "cache")))
+    done = crossfed("study", root / "reduced.yaml", "--workdir", root / "work", "--tracking-uri", uri, cwd=root)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    (results,) = (root / "work" / "reports").glob("*/results.json")
+    return dict(root=root, uri=uri, stdout=done.stdout, results=json.loads(results.read_text()),
+                folder=results.parent, study=load_study(root / "reduced.yaml"))
+
+
+def assert_valid_png(path: Path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200, (path, image.shape)
+    assert image[..., :3].std() > 0.01, f"{path} is blank"
+
+
+def test_every_method_processed_the_same_events_per_experiment(study_run):
+    """Equal budgets, from what the trainers counted: each experiment's events were processed
+    rounds × local_steps × batch times by every method, and the centralized run took the clients' summed steps."""
+    from mlflow import MlflowClient
+
+    per_experiment = ROUNDS * LOCAL_STEPS * BATCH
+    client = MlflowClient(study_run["uri"])
+    parent = study_run["results"]["parent_run_id"]
+    runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`crossfed.kind` = 'pretrain'")
+    assert len(runs) == len([s for s in plan.setups(study_run["study"]) if s.method != "scratch"]) == 18
+    for run in runs:
+        setup = plan.Setup.from_tags(run.data.tags)
+        processed = {k.rsplit("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith(rep.BUDGET_EVENTS)}
+        assert processed == dict.fromkeys(setup.experiments, per_experiment), (setup.key(), processed)
+        assert run.data.metrics[rep.BUDGET_STEPS] == ROUNDS * LOCAL_STEPS * len(setup.experiments), setup.key()
+        assert run.data.metrics[rep.BUDGET_HOURS] > 0
+    budget = study_run["results"]["budget"]
+    assert {(b["scenario"], b["method"]) for b in budget} == {
+        (s, m) for s in ("symmetric", "data_poor") for m in ("federated", "local", "centralized")}
+    for row in budget:
+        assert row["events_processed_cms"] == row["events_processed_atlas"] == per_experiment, row
+        assert row["optimizer_steps"] == 2 * ROUNDS * LOCAL_STEPS, row
+
+
+def test_table_cells_are_the_statistics_of_the_logged_runs(study_run):
+    """One cell and one paired difference recomputed by hand from the fine-tuning runs' artifacts: the mean
+    of the runs, the seed part from the two pre-training seeds' means, the test part from DeLong's components."""
+    from mlflow import MlflowClient
+
+    from crossfed.study.statistics import t_quantile
+
+    client = MlflowClient(study_run["uri"])
+    parent = study_run["results"]["parent_run_id"]
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`crossfed.kind` = 'finetune'")
+    arrays = {}
+    for child in children:
+        path = client.download_artifacts(child.info.run_id, rep.FINETUNE_ARTIFACT, str(study_run["root"] / child.info.run_id))
+        setup = plan.Setup.from_tags(child.data.tags)
+        with np.load(path) as stored:
+            arrays[(setup.method, frozenset(setup.events), setup.seed, child.data.tags["crossfed.experiment"])] = dict(stored)
+
+    def runs(method, seed):
+        events = {("cms", 240), ("atlas", 240)} if method != "local" else {("atlas", 240)}
+        return arrays[(method, frozenset(events), seed, "atlas")]
+
+    key = "tth_vs_ttbar|80|"
+    fed = [runs("federated", seed) for seed in (0, 1)]
+    aucs = np.array([r[key + "auc"] for r in fed])  # [seed, fine-tuning]
+    seed_variance = aucs.mean(axis=1).var(ddof=1) / 2
+    v10, v01 = np.mean([r[key + "v10"] for r in fed], 0), np.mean([r[key + "v01"] for r in fed], 0)
+    test_variance = v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01)
+    (cell,) = [c for c in study_run["results"]["cells"] if (c["scenario"], c["task"], c["experiment"], c["method"],
+                                                          c["labelled_events"]) == ("symmetric", "tth_vs_ttbar", "atlas", "federated", 80)]
+    assert cell["auc_mean"] == pytest.approx(aucs.mean())
+    assert cell["auc_se"] == pytest.approx(np.sqrt(seed_variance + test_variance))
+    assert cell["auc_runs"] == 4 and cell["auc_replicates"] == 2
+
+    local = [runs("local", seed) for seed in (0, 1)]
+    differences = aucs - np.array([r[key + "auc"] for r in local])
+    variance = differences.mean(axis=1).var(ddof=1) / 2
+    dv10 = np.mean([f[key + "v10"] - lo[key + "v10"] for f, lo in zip(fed, local)], 0)
+    dv01 = np.mean([f[key + "v01"] - lo[key + "v01"] for f, lo in zip(fed, local)], 0)
+    variance_test = dv10.var(ddof=1) / len(dv10) + dv01.var(ddof=1) / len(dv01)
+    (row,) = [d for d in study_run["results"]["differences"] if (d["scenario"], d["task"], d["experiment"], d["comparison"],
+                                                               d["labelled_events"]) == ("symmetric", "tth_vs_ttbar", "atlas", "federated-local", 80)]
+    se = np.sqrt(variance + variance_test)
+    df = (variance + variance_test) ** 2 / variance**2  # Satterthwaite with one degree of freedom from two seeds
+    assert row["auc_difference_mean"] == pytest.approx(differences.mean())
+    assert row["auc_difference_se"] == pytest.approx(se)
+    assert row["auc_difference_high"] == pytest.approx(differences.mean() + t_quantile(0.975, df) * se)
+    assert row["verdict"] in (study_run["folder"] / "verdicts.txt").read_text()
+    # The parent run carries the cell as summary metrics.
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["auc/symmetric/tth_vs_ttbar/atlas/federated/80/mean"] == pytest.approx(aucs.mean())
+    assert metrics["auc/symmetric/tth_vs_ttbar/atlas/federated/80/std"] == pytest.approx(aucs.std(ddof=1))
+    assert metrics["auc_difference_half_width/median"] == pytest.approx(study_run["results"]["resolution"]["median_half_width"])
+
+
+def test_the_study_prints_tables_verdicts_and_says_it_is_indicative(study_run):
+    out = study_run["stdout"]
+    assert "paired differences" in out and "verdicts" in out and "indicative numbers" in out
+    assert "±" in out and "what each method's pre-training processed" in out
+    # Per task: sym/poor × experiment × 2 comparisons × 2 ladder points, and the scaling curve's fed − local.
+    differences = study_run["results"]["differences"]
+    assert len(differences) == 2 * (2 * 2 * 2 * 2 + 2 * 2)
+    scenarios = {c["scenario"] for c in study_run["results"]["cells"]}
+    assert scenarios == {"symmetric", "data_poor", "scaling/60", "scaling/240"}
+    for task in ("tth_vs_ttbar", "hplus_vs_ttbar"):  # every task its own rows, tables and verdicts
+        assert f"{task}, symmetric (" in out and f"{task}, data_poor (" in out
+        assert len([c for c in study_run["results"]["cells"] if c["task"] == task]) == 2 * (2 * 2 * 4 + 2 * 2)
+        assert len([d for d in differences if d["task"] == task]) == len(differences) // 2
+
+
+def test_the_study_states_what_difference_it_resolves(study_run):
+    """The half-widths of the paired differences' 95 % intervals: what a null result rules out."""
+    widths = [(d["auc_difference_high"] - d["auc_difference_low"]) / 2 for d in study_run["results"]["differences"]]
+    resolution = study_run["results"]["resolution"]
+    assert resolution["median_half_width"] == pytest.approx(np.median(widths))
+    assert resolution["largest_half_width"] == pytest.approx(max(widths))
+    assert resolution["intervals"] == len(widths)
+    assert resolution["resolving_0.01"] == sum(w <= 0.01 for w in widths)
+    assert f"median ±{np.median(widths):.3f}" in study_run["stdout"]
+    if np.median(widths) > 0.01:  # a test-sized study cannot resolve 0.01 AUC and must say so
+        assert "a difference of 0.01 AUC is not resolved" in " ".join(study_run["results"]["notes"])
+
+
+def test_report_rebuilds_tables_and_plots_from_mlflow_alone(study_run, tmp_path):
+    from mlflow import MlflowClient
+
+    parent = study_run["results"]["parent_run_id"]
+    done = crossfed("report", "reduced", "--out", tmp_path / "rebuilt", "--tracking-uri", study_run["uri"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert parent in done.stdout
+    rebuilt = json.loads((tmp_path / "rebuilt" / "results.json").read_text())
+    assert rebuilt == study_run["results"]
+    expected_plots = {"auc_vs_labelled_symmetric.png", "roc_symmetric.png", "auc_vs_labelled_data_poor.png",
+                      "roc_data_poor.png", "scaling.png", "differences.png", "loss_per_round.png"}
+    assert {p.name for p in (tmp_path / "rebuilt").glob("*.png")} == expected_plots
+    for name in expected_plots:
+        assert_valid_png(tmp_path / "rebuilt" / name)
+    client = MlflowClient(study_run["uri"])
+    assert {Path(a.path).name for a in client.list_artifacts(parent, "plots")} == expected_plots
+    assert {Path(a.path).name for a in client.list_artifacts(parent, "results")} == {
+        "cells.csv", "differences.csv", "budget.csv", "results.json", "verdicts.txt"}
+
+
+def test_report_of_an_unknown_run_is_one_line_and_exit_2(study_run, tmp_path):
+    done = crossfed("report", "no-such-run", "--tracking-uri", study_run["uri"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error:") and "no-such-run" in done.stderr
+    assert "Traceback" not in done.stderr
+    missing = crossfed("report", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+    assert missing.returncode == 2 and "no MLflow store" in missing.stderr
+    assert not (tmp_path / "none.db").exists(), "a report must not create an empty store"
