@@ -49,10 +49,12 @@ def generate_command(
     from rich.console import Console
     from rich.table import Table
 
+    from crossfed import extras
     from crossfed.errors import CrossfedError
     from crossfed.generate import generate
     from crossfed.generate.recipe import make_recipe
 
+    extras.pythia8mc(), extras.fastjet()  # before anything else: a missing one names the extra to install
     console = Console()
     if recipe is not None:
         if process or out or events or pythia or no_preselection or no_forced_decays or node_group:

@@ -310,7 +310,10 @@ def _cluster_jets(truth: TruthBatch, clusterable: np.ndarray, det: DetectorRespo
     The whole batch goes to fastjet in one call (its awkward interface), not one PseudoJet per particle.
     """
     import awkward as ak
-    import fastjet
+
+    from crossfed import extras
+
+    fastjet = extras.fastjet()
 
     index = np.flatnonzero(clusterable)
     counts = np.bincount(truth.event[index], minlength=truth.n_events)
