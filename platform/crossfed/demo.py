@@ -272,7 +272,7 @@ def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", 
 
     console = console or Console()
     check_data(config)  # before anything is logged: a missing file must not leave a failed run behind
-    uri = config.tracking.uri or rep.default_tracking_uri()
+    uri = tracking.tracking_uri(config.tracking)
     config = config.model_copy(deep=True)
     config.tracking.uri = uri  # the parent, pre-training and fine-tuning runs all in this one store
     client = MlflowClient(uri)

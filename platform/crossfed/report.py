@@ -66,11 +66,6 @@ class Report:
         return {r.key(): (r.auc, r.rejection_03) for r in self.results}
 
 
-def default_tracking_uri() -> str:
-    """The MLflow store the platform uses by default: $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
-
-
 def _children(client, parent) -> list:
     return list(client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'"))
 
@@ -179,7 +174,7 @@ def build_report(run: str, out_dir: str | Path | None = None, tracking_uri: str 
 
     from crossfed import tracking
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or tracking.tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise CrossfedError(f"no MLflow store at {uri} (give the demo's store with --tracking-uri)")
     mlflow.set_tracking_uri(uri)

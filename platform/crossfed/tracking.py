@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -27,13 +28,17 @@ from crossfed.errors import CrossfedError
 SOFTWARE = ["crossfed", "torch", "ray", "deepspeed", "mlflow", "uproot"]
 
 
-def tracking_uri(cfg: TrackingConfig) -> str:
-    """`tracking.uri` as given, or the embedded SQLite store `mlflow.db` in the working directory.
+# The user's MLFLOW_TRACKING_URI, read once at import: mlflow.set_tracking_uri() writes the variable into this
+# process's environment, which would otherwise carry one run's store over to the next config.
+ENVIRONMENT_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or None
 
-    MLFLOW_TRACKING_URI is deliberately not consulted: mlflow.set_tracking_uri() writes it into the
-    process environment, so it would carry one run's store over to the next config in the same process.
-    """
-    return cfg.uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+def tracking_uri(cfg: TrackingConfig | None = None) -> str:
+    """The one rule for the MLflow store: the config's `tracking.uri`, else $MLFLOW_TRACKING_URI (as the
+    process started with it; the helm chart sets it in every Ray pod), else SQLite ./mlflow.db."""
+    if cfg is not None and cfg.uri:
+        return cfg.uri
+    return ENVIRONMENT_TRACKING_URI or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:

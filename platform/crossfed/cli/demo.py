@@ -25,7 +25,7 @@ def demo(
         Path(".crossfed/demo"), "--workdir", help="Generated samples (reused on rerun), tensor cache, plots."
     ),
     tracking_uri: str = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: the config's, else sqlite:///mlflow.db here)."
+        None, "--tracking-uri", help="MLflow tracking URI (default: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
     ),
 ) -> None:
     """Run the whole study: does training together make each experiment's model better?
@@ -38,7 +38,7 @@ def demo(
     from rich.console import Console
 
     from crossfed import demo as demo_lib
-    from crossfed import report as rep
+    from crossfed import tracking
     from crossfed.config import load_config
 
     console = Console(soft_wrap=True)  # paths and commands stay whole, copyable
@@ -52,10 +52,10 @@ def demo(
     else:
         study = demo_lib.demo_scale(scale)
         files = demo_lib.make_samples(study, workdir / "data", seed=0, console=console)
-        uri = tracking_uri or rep.default_tracking_uri()
+        uri = tracking_uri or tracking.tracking_uri()
         run_config = demo_lib.demo_config(study, files, workdir, uri)
     result = demo_lib.run_demo(run_config, plots_dir=workdir / "plots", scale_name=scale, console=console)
-    _print_report(console, result, run_config.tracking.uri or rep.default_tracking_uri())
+    _print_report(console, result, tracking.tracking_uri(run_config.tracking))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
@@ -70,8 +70,9 @@ def report(
     from rich.console import Console
 
     from crossfed import report as rep
+    from crossfed import tracking
 
-    uri = tracking_uri or rep.default_tracking_uri()
+    uri = tracking_uri or tracking.tracking_uri()
     _print_report(Console(soft_wrap=True), rep.build_report(run, out, uri), uri)
 
 

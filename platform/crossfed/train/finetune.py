@@ -195,10 +195,17 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     return result
 
 
+@torch.no_grad()
 def _validation_loss(model, events: EventBatch, experiment: str, device: str, batch_size: int) -> float:
-    scores = _scores(model, events, experiment, device, batch_size).clip(1e-7, 1 - 1e-7)
-    labels = events.labels
-    return float(-np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores)))
+    """Mean cross-entropy, from the logits as in training (no clipped softmax)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(events), batch_size):
+        part = events.take(slice(start, start + batch_size))
+        logits = model.classify(*_tensors(part, device), experiment)
+        labels = torch.as_tensor(part.labels, device=device).long()
+        total += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+    return total / len(events)
 
 
 def split_indices_checked(events: EventBatch, config: RunConfig, experiment: str):
