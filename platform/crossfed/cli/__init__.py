@@ -43,13 +43,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"crossfed.cli.{_name}")
-    except ModuleNotFoundError as _err:  # a command group not built yet
-        if _err.name != f"crossfed.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"crossfed.cli.{_name}").register(app)
 
 
 def main() -> None:
