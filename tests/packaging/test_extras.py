@@ -33,3 +33,15 @@ def test_an_s3_url_without_s3fs_names_the_s3_extra(monkeypatch):
 def test_installed_optional_modules_are_returned():
     assert extras.fastjet().ClusterSequence is not None
     assert extras.pythia8mc().Pythia is not None
+
+
+def test_the_cli_prints_the_extra_in_one_line_with_exit_2(tmp_path):
+    """Through the real CLI, with s3fs hidden: the message's brackets survive rich's markup."""
+    import subprocess
+
+    script = ("import sys; sys.modules['s3fs'] = None; sys.argv = ['crossfed', 'inspect', 's3://b/e.root', "
+              "'--schema', 'cms_nanoaod']; from crossfed.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "s3://b/e.root" in done.stderr and "pip install 'crossfed[s3]'" in done.stderr
