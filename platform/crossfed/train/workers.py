@@ -63,8 +63,10 @@ def local_environments(placements: list[tuple[str, list[str]]]) -> list[dict[str
     """Per rank, from each rank's (node id, own GPU ids): LOCAL_RANK, LOCAL_WORLD_SIZE, CUDA_VISIBLE_DEVICES.
 
     On a node, CUDA_VISIBLE_DEVICES is the sorted union of its workers' GPUs, and local ranks follow the
-    position of each worker's first GPU in it (then the global rank), so that LOCAL_RANK is the device
-    index DeepSpeed selects. Workers without GPUs get local ranks by global rank and no CUDA_VISIBLE_DEVICES.
+    position of each worker's first GPU in it (then the global rank). With one GPU per worker, the setup
+    NCCL supports, LOCAL_RANK is then also the index of the worker's own GPU, the device DeepSpeed and
+    `trainer.init_distributed` select. Workers without GPUs get local ranks by global rank and no
+    CUDA_VISIBLE_DEVICES.
     """
     by_node: dict[str, list[int]] = {}
     for rank, (node, _) in enumerate(placements):
