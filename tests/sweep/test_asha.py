@@ -27,6 +27,7 @@ def test_rung_scores_survive_a_restore_and_still_stop_poor_trials(tmp_path):
     assert report(asha, fair, 1, 1.2) == TrialScheduler.STOP  # worse than the median of what it met
 
     restored = pickle.loads(pickle.dumps(scheduler(tmp_path)))  # Tuner.restore unpickles the sweep's first state
+    assert restored.set_search_properties("global/val_loss", "min")  # Tune sets them again on resume
     restored.on_trial_add(None, poor)
     assert report(restored, poor, 1, 5.0) == TrialScheduler.STOP, "a restored ASHA must remember earlier rounds"
 

@@ -42,6 +42,13 @@ class RoundASHA(ASHAScheduler):
         super().on_trial_complete(tune_controller, trial, result)
         self._save()
 
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        # A resumed sweep's scheduler already holds the sweep's metric and mode (restored with its scores);
+        # Tune sets them again, which a plain ASHA refuses once set.
+        if metric is not None and self.metric == metric:
+            return True
+        return super().set_search_properties(metric, mode, **spec)
+
     def _save(self) -> None:
         partial = f"{self.state_file}.partial"  # then renamed: an interruption never leaves half a file
         self.save(partial)
