@@ -25,6 +25,7 @@ def _samples_key() -> str:
     digest = hashlib.sha256(repr((SAMPLE_EVENTS, sorted(SAMPLE_SEEDS.items()), version("pythia8mc"))).encode())
     for module in ("processes", "pythia", "decay_filter", "detector", "core", "writer"):  # what shapes the events
         digest.update((Path(crossfed.generate.__file__).parent / f"{module}.py").read_bytes())
+    digest.update((Path(crossfed.generate.__file__).parent.parent / "kinematics.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -27,15 +28,17 @@ from crossfed.errors import CrossfedError
 SOFTWARE = ["crossfed", "torch", "ray", "deepspeed", "mlflow", "uproot"]
 
 
-def tracking_uri(cfg: TrackingConfig) -> str:
-    """`tracking.uri`, or the embedded SQLite store `mlflow.db` in the working directory; a relative
-    SQLite path (`sqlite:///mlflow.db`) is made absolute here, so that it names one store wherever the
-    URI is used next (a sweep's trials run in folders of their own).
+# The user's MLFLOW_TRACKING_URI, read once at import: mlflow.set_tracking_uri() writes the variable into this
+# process's environment, which would otherwise carry one run's store over to the next config.
+ENVIRONMENT_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or None
 
-    MLFLOW_TRACKING_URI is deliberately not consulted: mlflow.set_tracking_uri() writes it into the
-    process environment, so it would carry one run's store over to the next config in the same process.
-    """
-    uri = cfg.uri or "sqlite:///mlflow.db"
+
+def tracking_uri(cfg: TrackingConfig | None = None) -> str:
+    """The one rule for the MLflow store: the config's `tracking.uri`, else $MLFLOW_TRACKING_URI (as the
+    process started with it; the helm chart sets it in every Ray pod), else SQLite ./mlflow.db. A relative
+    SQLite path (`sqlite:///mlflow.db`) is made absolute here, so that it names one store wherever the URI
+    is used next (a sweep's trials run in folders of their own)."""
+    uri = (cfg.uri if cfg is not None else None) or ENVIRONMENT_TRACKING_URI or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
         uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
     return uri

@@ -11,6 +11,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from crossfed import kinematics
 from crossfed.data import btag
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
 from crossfed.data.met import met_xy
@@ -71,10 +72,9 @@ def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> ak.Array:
     get = lambda key: ak.values_astype(arrays[f"{kind}.{key}"], np.float64)  # noqa: E731
     if spec.is_cartesian:
         px, py, pz, energy = (get(f) * scale for f in ("px", "py", "pz", "energy"))
-        pt = np.hypot(px, py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            eta = np.arcsinh(pz / pt)
-        phi = np.arctan2(py, px)
+        # The maths itself is kinematics.py's (this reference checks the vectorised reader's bookkeeping).
+        pt, eta, phi = kinematics.pt_eta_phi(px, py, pz)
+        energy = kinematics.physical_energy(energy, px, py, pz)
     else:
         pt, eta, phi = get("pt") * scale, get("eta"), get("phi")
         if spec.energy is not None:

@@ -43,13 +43,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"crossfed.cli.{_name}")
-    except ModuleNotFoundError as _err:  # a command group not built yet
-        if _err.name != f"crossfed.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"crossfed.cli.{_name}").register(app)
 
 
 def main() -> None:
@@ -82,5 +76,7 @@ def main() -> None:
 
 def _print_error(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    # escape: a message's own brackets ("pip install 'crossfed[s3]'") are text, not rich markup
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)

@@ -72,6 +72,7 @@ def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> 
     from crossfed.study import plan
     from crossfed.study import report as rep
     from crossfed.study.runner import _plan_summary, run_study
+    from crossfed.tracking import tracking_uri as tracking_uri_rule
 
     console = _console()
     if check:
@@ -79,7 +80,7 @@ def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> 
         for scenario in plan.scenarios(study_config):
             console.print(f"  {scenario.name}: {scenario.describe()}; methods {', '.join(scenario.methods)}")
         return
-    uri = tracking_uri or study_config.tracking.uri or rep.default_tracking_uri()
+    uri = tracking_uri or tracking_uri_rule(study_config.tracking)
     result = run_study(study_config, workdir=workdir, tracking_uri=uri, console=console)
     rep.print_report(console, result, uri)
 
@@ -91,6 +92,7 @@ def report(
 ) -> None:
     """Rebuild a study's (or demo's) tables, verdicts and plots from the MLflow store alone."""
     from crossfed.study import report as rep
+    from crossfed.tracking import tracking_uri as tracking_uri_rule
 
-    uri = tracking_uri or rep.default_tracking_uri()
+    uri = tracking_uri or tracking_uri_rule()
     rep.print_report(_console(), rep.build_report(run, out, uri), uri)

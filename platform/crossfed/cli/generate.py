@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,20 +12,20 @@ def register(app: typer.Typer) -> None:
 
 
 def generate_command(
-    process: Optional[str] = typer.Option(
+    process: str | None = typer.Option(
         None, "--process", help="ttbar, wjets, zjets, single_top, tth (H->bb), hplus (H+->tb), or custom (--pythia only)."
     ),
     detector: str = typer.Option("cms", "--detector", help="cms (NanoAOD, GeV) or atlas (open-data ntuple, MeV)."),
-    events: Optional[int] = typer.Option(None, "--events", help="Events to write, counted after the preselection."),
+    events: int | None = typer.Option(None, "--events", help="Events to write, counted after the preselection."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the file is identical for any number of workers or nodes."),
-    out: Optional[str] = typer.Option(None, "--out", help="Output ROOT file: a path or a storage URI (s3://bucket/key.root)."),
-    workers: Optional[int] = typer.Option(
+    out: str | None = typer.Option(None, "--out", help="Output ROOT file: a path or a storage URI (s3://bucket/key.root)."),
+    workers: int | None = typer.Option(
         None, "--workers", help="Chunks generated at once, as Ray tasks; default: every CPU (of the cluster or node "
         "group; overrides a recipe's). 1 without --address runs in this process, without Ray."),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None, "--address", help="Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: $RAY_ADDRESS, else an "
         "embedded Ray on this machine."),
-    node_group: Optional[str] = typer.Option(
+    node_group: str | None = typer.Option(
         None, "--node-group", help="Generate on the Ray nodes labelled crossfed.io/experiment=NODE_GROUP (as the "
         "federation's clients)."),
     pythia: list[str] = typer.Option([], "--pythia", help="Extra Pythia setting 'Key = value' (repeatable)."),
@@ -36,7 +35,7 @@ def generate_command(
     no_forced_decays: bool = typer.Option(
         False, "--no-forced-decays", help="Let the top processes' W bosons decay freely (default: only the channels "
         "that can pass the preselection; the metadata's cross-section is then sigma x BR)."),
-    recipe: Optional[Path] = typer.Option(
+    recipe: Path | None = typer.Option(
         None, "--recipe", help="Dataset recipe (jobs/datasets/*.yaml): a whole study's data for each detector; run "
         "again after an interruption, it continues from the finished files and chunks."
     ),
@@ -49,10 +48,12 @@ def generate_command(
     from rich.console import Console
     from rich.table import Table
 
+    from crossfed import extras
     from crossfed.errors import CrossfedError
     from crossfed.generate import generate
     from crossfed.generate.recipe import make_recipe
 
+    extras.pythia8mc(), extras.fastjet()  # before anything else: a missing one names the extra to install
     console = Console()
     if recipe is not None:
         if process or out or events or pythia or no_preselection or no_forced_decays or node_group:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,11 +12,11 @@ def register(app: typer.Typer) -> None:
 
 
 def model_info(
-    preset: Optional[str] = typer.Option(None, "--preset", help="Only this preset (tiny, kishimoto-11m, large)."),
-    config: Optional[Path] = typer.Option(
+    preset: str | None = typer.Option(None, "--preset", help="Only this preset (tiny, kishimoto-11m, large)."),
+    config: Path | None = typer.Option(
         None, "--config", help="Run configuration (YAML): show its model, experiments and tasks instead."
     ),
-    objects: Optional[int] = typer.Option(
+    objects: int | None = typer.Option(
         None, "--objects", min=1, help="Objects per event for the FLOPs estimate [default: data.max_objects, 16]."
     ),
 ) -> None:

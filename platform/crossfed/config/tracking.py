@@ -6,6 +6,6 @@ from crossfed.config.base import Section
 
 
 class TrackingConfig(Section):
-    uri: str | None = Field(None, description="MLflow tracking URI; None: sqlite:///mlflow.db in the working directory")
+    uri: str | None = Field(None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory")
     experiment: str = "crossfed"
     registered_model: str = "crossfed-foundation"

@@ -25,7 +25,8 @@ from crossfed.data.schema import load_schema
 
 # Bump when the reader's output changes meaning, to invalidate old entries. 2: object definitions, overlap
 # removal, b-tag fallback, MET terms and rebuild; the stats carry object efficiencies and the sources used.
-CACHE_FORMAT = 2
+# 3: kinematics.py: pT = 0 objects get a finite η (their events are kept), E < |p| is raised to |p|.
+CACHE_FORMAT = 3
 _BLOCK = 8 << 20
 
 

@@ -14,6 +14,7 @@ import struct
 
 import uproot
 
+from crossfed import extras
 from crossfed.errors import CrossfedError, did_you_mean
 
 TREE_CLASSES = ("TTree", "ROOT::RNTuple")
@@ -28,6 +29,7 @@ def expand_files(patterns: list[str]) -> list[str]:
     files: list[str] = []
     for pattern in patterns:
         if is_url(pattern):
+            extras.url_driver(pattern)
             files.append(pattern)
             continue
         local = pattern.removeprefix("file://")

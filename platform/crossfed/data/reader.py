@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from crossfed import kinematics
 from crossfed.config.data import parse_chunk_size
 from crossfed.data import btag
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
@@ -332,17 +333,15 @@ def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> Jagged:
     get = lambda key: flat[key].astype(np.float64)  # noqa: E731
     if spec.is_cartesian:
         px, py, pz, energy = (get(f) * scale for f in ("px", "py", "pz", "energy"))
-        pt = np.hypot(px, py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            eta = np.arcsinh(pz / pt)
-        phi = np.arctan2(py, px)
+        pt, eta, phi = kinematics.pt_eta_phi(px, py, pz)
+        energy = kinematics.physical_energy(energy, px, py, pz)
     else:
         pt, eta, phi = get("pt") * scale, get("eta"), get("phi")
         if spec.energy is not None:
             energy = get("energy") * scale
         else:  # np.power(·, 2), not ** 2 (numpy's square): the exact operations the awkward reader did
             mass = np.power(get("mass") * scale, 2) if isinstance(spec.mass, str) else (spec.mass * scale) ** 2
-            energy = np.sqrt(np.power(pt * np.cosh(eta), 2) + mass)
+            energy = kinematics.energy_from_pt_eta(pt, eta, mass)
     zeros = pt * 0.0
     charge = get("charge") if spec.charge is not None else zeros
     object_type = np.full(len(pt), COLLECTION_TYPES[kind], np.int8)

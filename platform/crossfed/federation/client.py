@@ -101,10 +101,10 @@ class FederationClient:
 
     # -- federation protocol ------------------------------------------------------------------------
     def worker_node_ids(self) -> list[str]:
-        """The node each rank runs on (from the GCS actor table), to check pinning."""
-        from ray._private.state import actors
+        """The node each rank runs on (as the rank's own Ray runtime context says), to check pinning."""
+        import ray
 
-        return [actors(actor._actor_id.hex())["Address"]["NodeID"] for actor in self.workers.workers]
+        return [node for node, _ in ray.get([w.placement.remote() for w in self.workers.workers])]
 
     def worker_actors(self) -> list:
         return list(self.workers.workers)

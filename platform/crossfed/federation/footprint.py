@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from crossfed import extras
+
 RAPL_ROOT = Path("/sys/class/powercap")
 
 
@@ -42,8 +44,7 @@ def nvml_handles(gpu_indices: list[int] | None):
     listed there (by index) are metered, else all.
     """
     try:
-        import pynvml
-
+        pynvml = extras.pynvml()
         pynvml.nvmlInit()
         if gpu_indices is None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -52,14 +53,13 @@ def nvml_handles(gpu_indices: list[int] | None):
                 else list(range(pynvml.nvmlDeviceGetCount()))
             )
         return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in gpu_indices] or None
-    except Exception:  # noqa: BLE001 - no pynvml, no driver, no GPU, or a GPU without the counter
+    except Exception:  # noqa: BLE001 - no pynvml (crossfed[gpu]), no driver, no GPU, or a GPU without the counter
         return None
 
 
 def read_nvml_mj(handles) -> list[int] | None:
     try:
-        import pynvml
-
+        pynvml = extras.pynvml()
         return [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles] if handles else None
     except Exception:  # noqa: BLE001 - pre-Volta GPUs do not keep the counter
         return None

@@ -45,15 +45,34 @@ def describe_group(cluster: ClusterConfig) -> str:
 
 
 def _free_resources_per_node() -> dict[str, dict[str, float]]:
-    """Resources not yet reserved, per node id; falls back to totals if Ray cannot tell."""
+    """Resources not reserved by a placement group or a running actor, per node id, from Ray's public APIs.
+
+    Placement groups (which hold every crossfed worker) come from the GCS and always count; actors outside a
+    group are counted only where Ray's state API answers (it needs the dashboard). Totals still catch the
+    impossible cases.
+    """
     import ray
+    from ray.util.placement_group import placement_group_table
 
+    free = {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+    reserved = [(group["bundles_to_node_id"].get(index), bundle)
+                for group in placement_group_table().values() if group["state"] == "CREATED"
+                for index, bundle in group["bundles"].items()]
     try:
-        from ray._private.state import available_resources_per_node
+        from ray.util.state import list_actors
 
-        return {node_id: dict(res) for node_id, res in available_resources_per_node().items()}
-    except Exception:  # noqa: BLE001 - private API; totals still catch the impossible cases
-        return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+        reserved += [(actor.node_id, actor.required_resources or {})
+                     for actor in list_actors(address=ray.get_runtime_context().gcs_address,  # this cluster's
+                                              filters=[("state", "=", "ALIVE")], detail=True,
+                                              raise_on_missing_output=False)
+                     if not actor.placement_group_id]  # an actor in a group uses its bundle's resources
+    except Exception:  # noqa: BLE001 - no dashboard: the placement groups alone
+        pass
+    for node_id, resources in reserved:
+        for name, amount in resources.items():
+            if node_id in free and name in free[node_id]:
+                free[node_id][name] -= amount
+    return free
 
 
 def _node_summary(node: dict, free: dict[str, float]) -> str:

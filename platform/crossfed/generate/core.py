@@ -199,8 +199,10 @@ def generate(
     crossfed.io/experiment=<node_group>. `forced_decays`: decay_filter.py for the top processes.
     Running the same request again after an interruption reuses the chunks already finished.
     """
+    from crossfed import extras
     from crossfed.generate import tasks
 
+    extras.pythia8mc(), extras.fastjet()  # before any work: a missing one names the extra to install
     out = str(out)
     extra = tuple(pythia_settings)
     settings = _check_request(process, detector, n_events, extra)
@@ -246,8 +248,6 @@ def _merge(staging, chunks: list[Chunk], detector: str, out: str, metadata: dict
 
 
 def generation_metadata(process, settings, extra, detector, seed, preselect, results, filtered) -> dict:
-    import fastjet
-
     from importlib.metadata import version
 
     from crossfed.generate.decay_filter import DESCRIPTION
@@ -260,7 +260,7 @@ def generation_metadata(process, settings, extra, detector, seed, preselect, res
         efficiency=written / generated if generated else 0.0,
         forced_decays=DESCRIPTION if filtered else None,
         **combined_cross_section(results),
-        generator=f"pythia8mc {version('pythia8mc')}", fastjet=fastjet.__version__, crossfed=__version__,
+        generator=f"pythia8mc {version('pythia8mc')}", fastjet=version('fastjet'), crossfed=__version__,
     )
 
 

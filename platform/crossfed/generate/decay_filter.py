@@ -26,7 +26,9 @@ the same sigma x efficiency, the mixture weight, as plain generation.
 
 from __future__ import annotations
 
-import pythia8mc
+from crossfed import extras
+
+pythia8mc = extras.pythia8mc()
 
 W = 24
 TAU = 15

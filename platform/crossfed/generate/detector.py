@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossfed import kinematics
+
 # |PDG id| of particles that leave nothing in the detector.
 NEUTRINOS = (12, 14, 16)
 
@@ -158,13 +160,12 @@ DETECTORS = {"cms": CMS, "atlas": ATLAS}
 # --- kinematics ---------------------------------------------------------------------------------
 
 def pt_eta_phi(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pt = np.hypot(p[:, 0], p[:, 1])
-    eta = np.arcsinh(np.divide(p[:, 2], pt, out=np.full_like(pt, 1e9), where=pt > 0))
-    return pt, eta, np.arctan2(p[:, 1], p[:, 0])
+    """Of four-vectors p [n, 4] = (px, py, pz, E): the reader's conversion (kinematics.py)."""
+    return kinematics.pt_eta_phi(p[:, 0], p[:, 1], p[:, 2])
 
 
 def mass(p: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.maximum(p[:, 3] ** 2 - (p[:, :3] ** 2).sum(1), 0.0))
+    return kinematics.mass(p[:, 3], p[:, 0], p[:, 1], p[:, 2])
 
 
 def calorimeter_sigma(energy: np.ndarray, c: float, s: float, n: float) -> np.ndarray:
@@ -310,7 +311,10 @@ def _cluster_jets(truth: TruthBatch, clusterable: np.ndarray, det: DetectorRespo
     The whole batch goes to fastjet in one call (its awkward interface), not one PseudoJet per particle.
     """
     import awkward as ak
-    import fastjet
+
+    from crossfed import extras
+
+    fastjet = extras.fastjet()
 
     index = np.flatnonzero(clusterable)
     counts = np.bincount(truth.event[index], minlength=truth.n_events)

@@ -33,8 +33,9 @@ def silenced_stdout():
 
 def new_pythia(settings: list[str], seed: int | None = None):
     """A Pythia instance with the settings applied; a setting Pythia rejects is a CrossfedError naming it."""
-    import pythia8mc
+    from crossfed import extras
 
+    pythia8mc = extras.pythia8mc()
     with silenced_stdout():
         pythia = pythia8mc.Pythia("", False)
         for setting in (*QUIET_SETTINGS, *SPEED_SETTINGS):  # before the user's: they may turn a check back on

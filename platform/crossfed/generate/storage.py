@@ -37,12 +37,14 @@ def _filesystem(location: str):
     """(fsspec filesystem, path inside it); a missing driver or unknown scheme is a one-line error."""
     import fsspec
 
+    from crossfed import extras
+
+    extras.url_driver(location)
     try:
         return fsspec.core.url_to_fs(location)
-    except ImportError as err:
+    except ImportError as err:  # a protocol whose driver extras.py does not know
         scheme = location.split("://", 1)[0]
-        extra = " (pip install 'crossfed[s3]')" if scheme in ("s3", "s3a") else ""
-        raise CrossfedError(f"{location}: writing to {scheme}:// needs a package that is not installed: {err}{extra}") from None
+        raise CrossfedError(f"{location}: writing to {scheme}:// needs a package that is not installed: {err}") from None
     except ValueError as err:
         raise CrossfedError(f"{location}: {err}") from None
 

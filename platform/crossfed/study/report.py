@@ -342,7 +342,7 @@ def build_report(run: str, out_dir: str | Path | None = None, tracking_uri: str 
 
     from crossfed import tracking
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or tracking.tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise CrossfedError(f"no MLflow store at {uri} (give the study's store with --tracking-uri)")
     mlflow.set_tracking_uri(uri)
@@ -350,11 +350,6 @@ def build_report(run: str, out_dir: str | Path | None = None, tracking_uri: str 
     report = collect(client, tracking.find_run(run))
     write_outputs(report, Path(out_dir) if out_dir else Path("crossfed-report") / report.parent_run_id)
     return report
-
-
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else ./mlflow.db (where `crossfed study` and `crossfed demo` log by default)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 # --- files: tables as CSV and JSON, verdicts, plots ---------------------------------------------------------

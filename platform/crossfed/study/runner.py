@@ -28,6 +28,7 @@ from crossfed.study import jobs, plan
 from crossfed.study import report as rep
 from crossfed.study.config import StudyConfig
 from crossfed.study.samples import ExperimentData, prepare_samples
+from crossfed.tracking import tracking_uri as tracking_uri_rule
 
 
 def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = None, console=None,
@@ -38,7 +39,7 @@ def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = N
 
     console = console or Console()
     workdir = Path(workdir).resolve()
-    uri = tracking_uri or study.tracking.uri or rep.default_tracking_uri()
+    uri = tracking_uri or tracking_uri_rule(study.tracking)
     # The tensor cache beside the samples unless the config names one; absolute, so that every Ray worker,
     # whatever its working directory, finds the entries the others wrote.
     cache = workdir / "cache" if "cache_dir" not in study.data.model_fields_set else Path(study.data.cache_dir)

@@ -193,7 +193,7 @@ def _scheduler(sweep: Sweep):
         grace_period=sweep.spec.asha.grace_period,
         reduction_factor=sweep.spec.asha.reduction_factor,
         # Beside Tune's folder, not in it: Tune copies its folder back over itself on restore.
-        state_file=storage_dir(sweep) / f"{sweep.name}.asha.json",
+        state_file=storage_dir(sweep) / f"{sweep.name}.asha.pkl",
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationError
 
+from crossfed import extras
 from crossfed.config import (
     RunConfig, apply_overrides, config_from_dict, describe_validation_error, load_config, read_yaml, walk_keys,
 )
@@ -82,9 +83,9 @@ class Sweep:
             )
         if self.spec.algorithm == "optuna":
             try:
-                import optuna  # noqa: F401 - only whether it is installed
-            except ImportError:
-                raise CrossfedError(f"{self.path}: algorithm 'optuna' needs `pip install optuna`") from None
+                extras.optuna()
+            except CrossfedError as err:
+                raise CrossfedError(f"{self.path}: {err}") from None
             if any(distribution(d) == "grid" for d in self.spec.space.values()):
                 raise CrossfedError(f"{self.path}: 'grid' dimensions need algorithm 'grid' or 'random', not 'optuna'")
 

@@ -227,7 +227,7 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
         if not torch.isfinite(loss):
             raise CrossfedError(f"experiment {experiment}: fine-tuning loss became {float(loss)} "
                                 "(lower finetune.lr)")
-        validation_loss = _log_loss(validation_labels, _scores(forward, module, validation, settings.batch_size))
+        validation_loss = _validation_loss(forward, module, validation, validation_labels, settings.batch_size)
         if validation_loss < best_loss:
             best_loss, best_state = validation_loss, copy.deepcopy(module.state_dict())
         if steps >= max_steps:
@@ -243,9 +243,16 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     return result
 
 
-def _log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
-    scores = scores.clip(1e-7, 1 - 1e-7)
-    return float(-np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores)))
+@torch.no_grad()
+def _validation_loss(forward, module, indices: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
+    """Mean cross-entropy of the events at `indices`, from the logits as in training (no clipped softmax)."""
+    module.eval()
+    total = 0.0
+    for start in range(0, len(indices), batch_size):
+        logits = forward(indices[start:start + batch_size]).float()
+        target = torch.as_tensor(labels[start:start + batch_size], device=logits.device).long()
+        total += F.cross_entropy(logits, target, reduction="sum").item()
+    return total / max(len(indices), 1)
 
 
 def split_indices_checked(events: EventBatch, config: RunConfig, experiment: str):

@@ -18,6 +18,7 @@ from torch import nn
 
 from crossfed.atomic import discard, move_into_place, temporary_sibling
 from crossfed.config import RunConfig
+from crossfed.data.augment import augment
 from crossfed.data.events import EventBatch
 from crossfed.errors import CrossfedError
 from crossfed.train.deepspeed_config import deepspeed_config, make_optimizer, make_scheduler, micro_batch_size
@@ -43,6 +44,8 @@ def init_distributed(rank: int, world_size: int, device: str) -> None:
     """Join the process group described by MASTER_ADDR/PORT, RANK, WORLD_SIZE (a lone rank makes its own)."""
     if device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # must be set before deepspeed picks its accelerator
+    else:  # a node's workers share CUDA_VISIBLE_DEVICES (workers.py): "cuda" is then this rank's device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if torch.distributed.is_initialized():
         return
     if world_size == 1 and "MASTER_PORT" not in os.environ:
@@ -140,14 +143,6 @@ def load_pretraining_events(config: RunConfig, experiment: str) -> EventBatch:
     return load_dataset(experiment_config.pretrain, experiment_config.data_schema, config.data)
 
 
-def _augmenter():
-    try:
-        from crossfed.data.augment import augment
-    except ImportError:  # the data layer's augmentations are optional for the trainer
-        return None
-    return augment
-
-
 class LocalTrainer:
     def __init__(self, config: RunConfig, experiments: list[str], *, rank: int = 0, world_size: int = 1,
                  data: dict[str, EventBatch] | None = None, total_steps: int | None = None):
@@ -191,7 +186,6 @@ class LocalTrainer:
         self.engine = self._build_engine(total_steps or training.steps)
         self.model = self.engine.module.model  # the same parameters, as DeepSpeed converted them
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
-        self.augment = _augmenter()
         self.micro_steps = 0
         self.global_shared: dict[str, torch.Tensor] = {}
 
@@ -224,8 +218,8 @@ class LocalTrainer:
 
     def _training_batch(self, experiment: str):
         features, types, mask = self.events[experiment].take(self.cursors[experiment].next(self.micro_batch))
-        if self.augment is not None:  # on the device: its random draws come from the CPU generator as before
-            features = self.augment(features, types, mask, self.config.data.augment, self.generator)
+        # On the device; only the per-event random draws come from the CPU generator (one [B, 1] copy each).
+        features = augment(features, types, mask, self.config.data.augment, self.generator)
         return features.to(next(self.model.parameters()).dtype), types.long(), mask
 
     # ---- training ------------------------------------------------------------------------------------

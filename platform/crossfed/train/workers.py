@@ -2,6 +2,11 @@
 
 Events never travel through the driver: every worker loads its experiment's files itself from the config.
 The federation pins a group to its node group with `label_selector` or a placement group's bundles.
+
+GPUs are placed as Ray Train places them (`_share_cuda_visible_devices`): Ray gives each actor only its own
+GPU, but the workers of one node then see all of that node's workers' GPUs (one CUDA_VISIBLE_DEVICES), and
+each gets LOCAL_RANK = its GPU's index in that list and LOCAL_WORLD_SIZE = the node's worker count, so NCCL
+can use the peer-to-peer links (NVLink) between GPUs of one node.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ class TrainerWorker:
         self.rank, self.world_size = rank, world_size
         self.trainer = None
 
+    def placement(self) -> tuple[str, list[str]]:
+        """(node id, GPU ids Ray assigned to this actor)."""
+        import ray
+
+        context = ray.get_runtime_context()
+        return context.get_node_id(), [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address and a free port on it, for rank 0 to host the process group."""
         import ray
@@ -26,11 +38,18 @@ class TrainerWorker:
 
         return ray.util.get_node_ip_address(), free_port()
 
+    def environment(self) -> dict[str, str]:
+        """The distributed-training variables this rank runs with (for tests and diagnostics)."""
+        names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                 "CUDA_VISIBLE_DEVICES")
+        return {name: os.environ[name] for name in names if name in os.environ}
+
     def setup(self, config: RunConfig, experiments: list[str], master_addr: str, master_port: int,
-              total_steps: int | None) -> None:
-        # Ray gives each actor its own GPUs via CUDA_VISIBLE_DEVICES, so the local device index is always 0.
+              total_steps: int | None, local: dict[str, str]) -> None:
+        """`local`: this rank's LOCAL_RANK, LOCAL_WORLD_SIZE and (on GPUs) CUDA_VISIBLE_DEVICES, from
+        `local_environments`; set before torch first touches CUDA."""
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+                          WORLD_SIZE=str(self.world_size), **local)
         from crossfed.train.trainer import LocalTrainer
 
         self.trainer = LocalTrainer(config, experiments, rank=self.rank, world_size=self.world_size,
@@ -38,6 +57,29 @@ class TrainerWorker:
 
     def call(self, method: str, *args, **kwargs):
         return getattr(self.trainer, method)(*args, **kwargs)
+
+
+def local_environments(placements: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
+    """Per rank, from each rank's (node id, own GPU ids): LOCAL_RANK, LOCAL_WORLD_SIZE, CUDA_VISIBLE_DEVICES.
+
+    On a node, CUDA_VISIBLE_DEVICES is the sorted union of its workers' GPUs, and local ranks follow the
+    position of each worker's first GPU in it (then the global rank). With one GPU per worker, the setup
+    NCCL supports, LOCAL_RANK is then also the index of the worker's own GPU, the device DeepSpeed and
+    `trainer.init_distributed` select. Workers without GPUs get local ranks by global rank and no
+    CUDA_VISIBLE_DEVICES.
+    """
+    by_node: dict[str, list[int]] = {}
+    for rank, (node, _) in enumerate(placements):
+        by_node.setdefault(node, []).append(rank)
+    environments: list[dict[str, str]] = [{} for _ in placements]
+    for ranks in by_node.values():
+        visible = sorted({gpu for rank in ranks for gpu in placements[rank][1]}, key=lambda g: (len(g), g))
+        position = {rank: visible.index(placements[rank][1][0]) if placements[rank][1] else 0 for rank in ranks}
+        for local_rank, rank in enumerate(sorted(ranks, key=lambda r: (position[r], r))):
+            environments[rank] = {"LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(len(ranks))}
+            if visible:
+                environments[rank]["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
+    return environments
 
 
 class WorkerGroup:
@@ -64,9 +106,10 @@ class WorkerGroup:
             self.workers.append(remote_class.options(**options).remote(rank, num_workers))
         try:
             master_addr, master_port = ray.get(self.workers[0].rendezvous_address.remote())
+            local = local_environments(ray.get([w.placement.remote() for w in self.workers]))
             # All ranks must be set up concurrently: joining the process group blocks until everyone has.
-            ray.get([w.setup.remote(config, experiments, master_addr, master_port, total_steps)
-                     for w in self.workers])
+            ray.get([w.setup.remote(config, experiments, master_addr, master_port, total_steps, env)
+                     for w, env in zip(self.workers, local)])
         except BaseException:
             self.shutdown()
             raise
