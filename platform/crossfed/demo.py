@@ -183,8 +183,9 @@ def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[di
 
 # --- 3. fine-tuning -------------------------------------------------------------------------------------
 
-def finetune_all(config: RunConfig, states: dict[str, dict], parent_id: str, console) -> list[rep.FinetuneResult]:
-    """Fine-tune every (experiment, method, labelled events); log one child run each."""
+def finetune_all(config: RunConfig, states: dict[str, dict], parent_id: str, console,
+                 data_tags: dict[str, str]) -> list[rep.FinetuneResult]:
+    """Fine-tune every (experiment, method, labelled events); log one child run each (with `data_tags`)."""
     from crossfed.train.finetune import finetune
 
     console.print("[bold]fine-tuning[/] ttH vs tt, evaluated on held-out events")
@@ -194,7 +195,7 @@ def finetune_all(config: RunConfig, states: dict[str, dict], parent_id: str, con
             for n in config.finetune.labelled_events:
                 started = time.perf_counter()
                 result = _result(experiment, method, n, finetune(config, experiment, n, per_experiment[experiment]))
-                result.run_id = _log_finetune(config, parent_id, result)
+                result.run_id = _log_finetune(config, parent_id, result, data_tags)
                 results.append(result)
                 console.print(f"  {experiment:6s} {method:12s} {n:>6d} labelled: AUC {result.auc:.3f}"
                               f"  ({time.perf_counter() - started:.0f} s)")
@@ -216,13 +217,13 @@ def _result(experiment: str, method: str, n: int, metrics) -> rep.FinetuneResult
     )
 
 
-def _log_finetune(config: RunConfig, parent_id: str, result: rep.FinetuneResult) -> str:
+def _log_finetune(config: RunConfig, parent_id: str, result: rep.FinetuneResult, data_tags: dict[str, str]) -> str:
     import mlflow
 
     from crossfed import tracking
 
     tags = {rep.KIND: "finetune", rep.EXPERIMENT: result.experiment, rep.METHOD: result.method,
-            rep.LABELLED: str(result.labelled_events)}
+            rep.LABELLED: str(result.labelled_events), **data_tags}
     with tracking.start_run(config, f"finetune/{result.experiment}/{result.method}/{result.labelled_events}",
                             mode="finetune", parent_run_id=parent_id, nested_tags=tags) as run:
         mlflow.log_metrics({rep.AUC: result.auc, rep.REJECTION_03: result.rejection_03,
@@ -278,8 +279,12 @@ def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", 
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, config.tracking.experiment, uri)
     methods = list(rep.METHOD_ORDER)
+    # The demo fine-tunes in this process, so it reads every experiment's data here anyway (on one machine);
+    # pre-training runs get their fingerprints from their clients, like every federation.
+    data_tags = tracking.dataset_fingerprints(config)
     tags = {rep.KIND: "demo", rep.EXPERIMENTS: ",".join(config.experiments), rep.METHODS: ",".join(methods),
-            rep.LADDER: ",".join(str(n) for n in config.finetune.labelled_events), "crossfed.scale": scale_name}
+            rep.LADDER: ",".join(str(n) for n in config.finetune.labelled_events), "crossfed.scale": scale_name,
+            **data_tags}
     # The parent run ends FAILED if anything below raises (Ctrl-C included), FINISHED once the plots are logged.
     with tracking.start_run(config, config.name, mode="demo", nested_tags=tags) as parent:
         parent_id = parent.info.run_id
@@ -287,7 +292,7 @@ def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", 
         # the driver fit even on a 2-core laptop.
         with connect_ray(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False):
             states, histories = pretrain_all(config, client, parent_id, console)
-            results = finetune_all(config, states, parent_id, console)
+            results = finetune_all(config, states, parent_id, console, data_tags)
         report = rep.Report(parent_id, experiment_id, list(config.experiments), methods,
                             list(config.finetune.labelled_events), results, histories)
         out_dir = Path(plots_dir) / parent_id

@@ -82,7 +82,10 @@ def test_every_demo_run_carries_config_versions_and_data_fingerprints(demo_run):
     assert kinds == {"pretrain", "finetune"} and parent.info.status == "FINISHED"
     for run in [parent, *children]:
         tags = run.data.tags
-        assert tags["crossfed.version.crossfed"] and tags["crossfed.data.cms.finetune.signal"], run.info.run_name
+        # a local pre-training run is fingerprinted by its one client: its own experiment's data only
+        experiment = tags.get(report.EXPERIMENT, "cms")
+        assert tags["crossfed.version.crossfed"] and tags[f"crossfed.data.{experiment}.finetune.signal"], \
+            run.info.run_name
         assert run.data.params["model.preset"] == "tiny", run.info.run_name
         assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -19,6 +18,7 @@ from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
 from crossfed.ray_session import connect_ray
+from crossfed.storage import storage_root
 
 log = logging.getLogger(__name__)
 ALL_GROUPS = ["adapter", "backbone", "heads"]
@@ -52,25 +52,78 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
     return RoundPlan(clients, ALL_GROUPS, steps, federated=False)
 
 
+# Keys a resumed run may change: how long it goes on and how it is run, never what it computes.
+RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_timeout_s",
+                  "federation.max_round_retries", "checkpoint.", "tracking.", "data.cache_dir")
+
+
 @contextlib.contextmanager
-def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id: str | None, run_name: str | None):
-    """A new MLflow parent run, or the resumed run re-opened (its params and tags are already there)."""
+def tracking_run(config: RunConfig, mode: str, resume_id: str | None, parent_run_id: str | None,
+                 run_name: str | None):
+    """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params
+    and tags are already there."""
     import mlflow
 
     from crossfed import tracking
 
-    if resume is None:
+    if resume_id is None:
         with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
                                 parent_run_id=parent_run_id) as run:
             yield run
         return
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
+    with mlflow.start_run(run_id=resume_id) as run:
+        yield run
+
+
+def resumable_run(config: RunConfig, mode: str, resume: str) -> str:
+    """The id of the run `resume` names, after checking that it was run in this mode with this config
+    (`RESUMABLE_KEYS` excepted). Needs only MLflow, so a refused resume starts no Ray."""
+    import mlflow
+
+    from crossfed import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
     found = tracking.find_run(resume)
     logged_mode = found.data.tags.get("crossfed.mode")
     if logged_mode and logged_mode != mode:
         raise CrossfedError(f"run {found.info.run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
-    with mlflow.start_run(run_id=found.info.run_id) as run:
-        yield run
+    check_resume_config(config, found.info.run_id)
+    return found.info.run_id
+
+
+def check_resume_config(config: RunConfig, run_id: str) -> None:
+    """Refuse to continue a run with a config that computes something else than the logged one: one line
+    naming every differing key, with both values."""
+    import mlflow
+    import yaml
+
+    from crossfed.config import config_from_dict
+    from crossfed.tracking import flatten
+
+    try:
+        logged_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+        logged = config_from_dict(yaml.safe_load(logged_text), source=f"run {run_id}'s config.yaml")
+    except (mlflow.exceptions.MlflowException, OSError, CrossfedError) as err:
+        raise CrossfedError(f"cannot resume run {run_id}: its logged config.yaml cannot be read ({err})") from None
+    before = flatten(logged.model_dump(mode="json", by_alias=True))
+    now = flatten(config.model_dump(mode="json", by_alias=True))
+    differing = [key for key in sorted(before.keys() | now.keys())
+                 if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_KEYS)]
+    if differing:
+        shown = ", ".join(f"{key} (logged {before.get(key, '-')}, now {now.get(key, '-')})" for key in differing[:8])
+        more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
+        raise CrossfedError(
+            f"cannot resume run {run_id} with a different config: {shown}{more}; only "
+            f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} may change")
+
+
+def logged_rounds(run_id: str) -> int:
+    """The last round MLflow holds for a run (0: none)."""
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")
+    return max((m.step for m in history), default=0)
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
@@ -92,36 +145,44 @@ def run_federation(
     register_model: bool = True,
     address: str | None = None,
 ) -> FederationResult:
-    """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint under output_dir/<run id>/.
+    """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint in the run storage under
+    `<storage>/<run id>/` (`output_dir`, or CROSSFED_STORAGE: a local folder or a URI such as s3://…).
 
-    `resume`: a run id or name whose last completed round to continue from. `on_round(round_number,
+    `resume`: a run id or name to continue from its newest intact committed round (a run that never
+    committed one restarts from its initial model); its config must equal the logged one but for
+    `RESUMABLE_KEYS`. `on_round(round_number,
     record)` is called after every completed round with its scalar record. `placement_group`: run the
     clients' workers in this group's bundles (in client order; a Tune trial's own bundle 0 is skipped)
     instead of one group per client. `register_model=False` logs the final model without registering a
     version (a sweep registers only its best trial's). Ray: see `connect_ray`; `address` is a cluster to
     join when no Ray is initialised (default RAY_ADDRESS, else an embedded local Ray for this call). The
-    plan is checked before any Ray starts: a wrong mode or experiment costs no start-up.
+    plan and a resumed run's config are checked before any Ray starts: a user error costs no start-up.
     """
     plan = plan_rounds(config, mode, experiment)
+    resume_id = resumable_run(config, mode, resume) if resume is not None else None
     with connect_ray(address):
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
-        return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
+        return _run_tracked(config, plan, mode, resume_id, on_round, placement_group, parent_run_id, run_name,
                             register_model)
 
 
-def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
+def _run_tracked(config, plan, mode, resume_id, on_round, placement_group, parent_run_id, run_name,
                  register_model) -> FederationResult:
     import mlflow
 
-    with tracking_run(config, mode, resume, parent_run_id, run_name) as run:
+    root = storage_root(config.output_dir)
+    with tracking_run(config, mode, resume_id, parent_run_id, run_name) as run:
         run_id = run.info.run_id
-        run_dir = Path(config.output_dir).resolve() / run_id
-        if resume is not None and not (run_dir / "latest").is_file():
-            raise CrossfedError(f"cannot resume run {run_id}: no completed round under {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        driver = _start_driver(config, plan, run_dir, resume is not None, placement_group)
+        location = f"{root}/{run_id}"
+        mlflow.set_tag("crossfed.storage", location)
+        rounds_logged = logged_rounds(run_id) if resume_id is not None else 0
+        driver, started = _start_driver(config, plan, location, resume_id is not None, placement_group,
+                                        rounds_logged)
         try:
+            for note in started["notes"]:
+                log.warning("%s", note)
+            mlflow.set_tags(started["fingerprints"])  # computed by each client at its site
             history = _run_rounds(driver, plan, on_round)
             final = _get(driver.finish.remote())
         finally:
@@ -129,7 +190,7 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
         for client, footprint in final["footprints"].items():
             mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
         _log_final_model(config, run_id, final["global_state_path"], register_model)
-        return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
+        return FederationResult(run_id, location, final["global_state_path"], history, final["client_models"])
 
 
 def _check_node_groups(plan: RoundPlan) -> None:
@@ -149,21 +210,24 @@ def _get(ref):
         raise unwrap_ray_error(err) from None
 
 
-def _start_driver(config: RunConfig, plan: RoundPlan, run_dir: Path, resume: bool, placement_group):
-    """The driver actor, on this process's node so its checkpoints land where this process can read them."""
+def _start_driver(config: RunConfig, plan: RoundPlan, location: str, resume: bool, placement_group,
+                  rounds_logged: int):
+    """The driver actor, started; and what its start reports (data fingerprints, notes). It runs on this
+    process's node, which needs no access to any experiment's data: the clients read and fingerprint it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     # Named, so an operator (or a test) can find a running federation: ray.get_actor("crossfed-driver-<run id>").
-    driver = driver_actor_class().options(scheduling_strategy=here, name=f"crossfed-driver-{run_dir.name}").remote(
-        config, plan, str(run_dir))
+    run_id = location.rstrip("/").rsplit("/", 1)[-1]
+    driver = driver_actor_class().options(scheduling_strategy=here, name=f"crossfed-driver-{run_id}").remote(
+        config, plan, location)
     try:
-        _get(driver.start.remote(resume, placement_group))
+        started = _get(driver.start.remote(resume, placement_group, rounds_logged))
     except BaseException:
         _stop_driver(driver)
         raise
-    return driver
+    return driver, started
 
 
 def _stop_driver(driver) -> None:

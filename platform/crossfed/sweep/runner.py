@@ -241,17 +241,8 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
 def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str | None:
     """The trial's federation run from before an interruption that came before its first Tune report.
 
-    A run with a completed round is continued. One without (stopped while its clients were starting)
-    holds nothing worth keeping: it is deleted so that the trial still has exactly one MLflow run.
+    It is continued: from its newest committed round, or, if it never committed one (stopped while its
+    clients were starting), from its initial model, so the trial keeps exactly one MLflow run.
     """
-    import mlflow
-
-    from crossfed import tracking
-
     earlier = trial_runs(config, parent_run_id).get(trial_id)
-    if earlier is None:
-        return None
-    if (Path(config.output_dir).resolve() / earlier.info.run_id / "latest").is_file():
-        return earlier.info.run_id
-    mlflow.MlflowClient(tracking.tracking_uri(config.tracking)).delete_run(earlier.info.run_id)
-    return None
+    return earlier.info.run_id if earlier is not None else None
