@@ -224,7 +224,7 @@ class FederationDriver:
         fingerprints = {}
         for tags in ray.get([client.site_report.remote() for client in self.clients.values()]):
             fingerprints.update(tags)
-        chosen, notes = self._newest_intact_round(logged_rounds) if resume else (None, [])
+        chosen, notes = self.newest_intact_round(logged_rounds) if resume else (None, [])
         ray.get([client.start.remote() for client in self.clients.values()])
         if chosen is not None:
             self._restore(chosen)
@@ -241,7 +241,7 @@ class FederationDriver:
 
         return CentralPrivacy(self.config.federation.privacy, total_clients=len(self.plan.clients))
 
-    def _newest_intact_round(self, logged_rounds: int) -> tuple[checkpoint.RoundCheckpoint | None, list[str]]:
+    def newest_intact_round(self, logged_rounds: int) -> tuple[checkpoint.RoundCheckpoint | None, list[str]]:
         """The newest committed round whose files (the driver's, and every client's, each checked at its own
         site) match their checksums; and a note naming the damaged rounds skipped for it. None: the run
         never committed a round (it then starts from its initial model)."""

@@ -88,25 +88,16 @@ def resumable_run(config: RunConfig, mode: str, resume: str) -> str:
     logged_mode = found.data.tags.get("crossfed.mode")
     if logged_mode and logged_mode != mode:
         raise CrossfedError(f"run {found.info.run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
-    check_resume_config(config, found.info.run_id)
+    check_resume_config(config, found)
     return found.info.run_id
 
 
-def check_resume_config(config: RunConfig, run_id: str) -> None:
-    """Refuse to continue a run with a config that computes something else than the logged one: one line
-    naming every differing key, with both values."""
-    import mlflow
-    import yaml
-
-    from crossfed.config import config_from_dict
+def check_resume_config(config: RunConfig, run) -> None:
+    """Refuse to continue an MLflow `run` with a config that computes something else than the one it
+    logged (its params, the flattened config): one line naming every differing key, with both values."""
     from crossfed.tracking import flatten
 
-    try:
-        logged_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
-        logged = config_from_dict(yaml.safe_load(logged_text), source=f"run {run_id}'s config.yaml")
-    except (mlflow.exceptions.MlflowException, OSError, CrossfedError) as err:
-        raise CrossfedError(f"cannot resume run {run_id}: its logged config.yaml cannot be read ({err})") from None
-    before = flatten(logged.model_dump(mode="json", by_alias=True))
+    before = run.data.params
     now = flatten(config.model_dump(mode="json", by_alias=True))
     differing = [key for key in sorted(before.keys() | now.keys())
                  if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_KEYS)]
@@ -114,7 +105,7 @@ def check_resume_config(config: RunConfig, run_id: str) -> None:
         shown = ", ".join(f"{key} (logged {before.get(key, '-')}, now {now.get(key, '-')})" for key in differing[:8])
         more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
         raise CrossfedError(
-            f"cannot resume run {run_id} with a different config: {shown}{more}; only "
+            f"cannot resume run {run.info.run_id} with a different config: {shown}{more}; only "
             f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} may change")
 
 
