@@ -63,7 +63,15 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
 
 
 def storage_dir(sweep: Sweep) -> Path:
-    """Where Tune keeps the sweep's trials (one folder per sweep) and ASHA its rung scores."""
+    """Where Tune keeps the sweep's trials (one folder per sweep) and ASHA its rung scores: a local folder
+    below output_dir. (The trials' federations checkpoint to the run storage, which CROSSFED_STORAGE may
+    point at a URI.)"""
+    from crossfed.storage import is_uri
+
+    if is_uri(sweep.base.output_dir):
+        raise CrossfedError(
+            f"{sweep.path}: output_dir {sweep.base.output_dir}: a sweep keeps Ray Tune's state in a local folder; "
+            f"give output_dir a folder, and the URI to CROSSFED_STORAGE for the trials' checkpoints")
     return Path(sweep.base.output_dir).resolve() / "sweeps"
 
 
