@@ -235,3 +235,11 @@ def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_pa
         driver.commit(3, {k: v + 1 for k, v in states[2].items()}, {"round": 3})
     assert driver.recovery.completed_rounds == 2 and [r["round"] for r in driver.history] == [1, 2]
     np.testing.assert_array_equal(driver.global_state["w"], states[2]["w"])
+
+
+def test_a_run_that_never_committed_starts_from_its_initial_model_unless_mlflow_says_it_had_rounds(tmp_path):
+    driver = make_driver(tmp_path)  # its storage holds nothing: stopped while its clients were starting
+    assert driver.newest_intact_round(logged_rounds=0) == (None, [])
+    with pytest.raises(CrossfedError, match=r"MLflow holds 3 round\(s\) of this run but no committed round is in "
+                                            rf"{tmp_path / 'run'} \(was it run with another output_dir"):
+        driver.newest_intact_round(logged_rounds=3)
