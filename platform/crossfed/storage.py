@@ -56,8 +56,8 @@ class FileEntry:
     def problem(self, data_size: int, digest: str) -> str | None:
         """Why a file of that size and digest is not this one; None when it is."""
         if data_size != self.size:
-            return f"{'empty' if data_size == 0 else 'truncated' if data_size < self.size else 'too long'}: " \
-                   f"{data_size} of {self.size} bytes"
+            what = "empty" if data_size == 0 else "truncated" if data_size < self.size else "too long"
+            return f"{what}: {data_size} of {self.size} bytes"
         if digest != self.sha256:
             return "checksum mismatch"
         return None

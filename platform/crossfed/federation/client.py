@@ -215,9 +215,6 @@ class FederationClient:
             folder = self.store.child(checkpoint.round_folder(round_number))
             try:
                 files = checkpoint.read_manifest(self.store, round_number)
-            except DamagedFile as err:
-                raise CrossfedError(f"client {self.name}: checkpoint of round {round_number} damaged ({err})") from None
-            try:
                 self._call_ranks("download_checkpoint", folder.location, files)
             except Exception as err:  # noqa: BLE001 - a damaged file is named; anything else propagates as it is
                 cause = innermost_cause(err)

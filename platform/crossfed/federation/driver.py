@@ -259,9 +259,10 @@ class FederationDriver:
                 missing = sorted(set(self.clients) - set(found.clients))
                 if missing:
                     raise checkpoint.DamagedCheckpoint(f"no checkpoint of client(s) {', '.join(missing)}")
-                problems = ray.get([self.clients[name].verify.remote(c.round, c.manifest)
-                                    for name, c in found.clients.items() if name in self.clients])
-                for name, problem in zip([n for n in found.clients if n in self.clients], problems):
+                names = list(self.clients)
+                problems = ray.get([self.clients[name].verify.remote(found.clients[name].round,
+                                                                     found.clients[name].manifest) for name in names])
+                for name, problem in zip(names, problems):
                     if problem:
                         raise checkpoint.DamagedCheckpoint(f"{name} checkpoint damaged ({problem})")
             except checkpoint.DamagedCheckpoint as err:
@@ -275,8 +276,9 @@ class FederationDriver:
         return None, []
 
     def _restore(self, found: checkpoint.RoundCheckpoint) -> None:
-        """Adopt a committed round and put every client back to the checkpoint it names; rounds after it
-        (damaged, or never committed) are removed first, so they are written afresh."""
+        """Adopt a committed round and put every client back to the checkpoint it names. Committed rounds
+        after it (damaged ones) are removed first: they are run and written afresh, as are the files of a
+        round that never committed."""
         import ray
 
         for round_number in checkpoint.committed_rounds(self.run):
