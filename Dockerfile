@@ -17,7 +17,7 @@ ARG TORCH_INDEX=""
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users platform ./platform
 RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} \
-        ".[generate]" "mlflow[auth]" psycopg2-binary boto3 \
+        ".[generate,s3]" "mlflow[auth]" psycopg2-binary boto3 \
     && crossfed --version
 
 # Ray job entrypoints and example configs (`python jobs/pretrain.py CONFIG`).

@@ -3,7 +3,7 @@
 One location per installation, as Ray Train's `storage_path`: a local folder (`output_dir`, default
 `runs` in the working directory) or any fsspec URI (`s3://bucket/runs`, `gs://…`). The environment
 variable CROSSFED_STORAGE overrides `output_dir`: the Kubernetes chart sets it in every Ray container,
-together with AWS_ENDPOINT_URL and each node group's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, which
+together with AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, which
 s3fs (the `s3` extra) reads.
 
 Nothing here assumes that two processes see the same disk. Every writer puts its own files into the store

@@ -160,6 +160,40 @@ def test_ray_token_auth_from_secret_in_every_ray_container(helm):
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "crossfed-ray-token", "key": "auth_token"}
 
 
+def storage_env(objects: list[dict]) -> list[dict]:
+    """Each Ray container's run-storage variables, {name: value or secretKeyRef}."""
+    ray_specs = pod_specs([o for o in objects if o["apiVersion"].startswith("ray.io/")])
+    wanted = ("CROSSFED_STORAGE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    return [{e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"]
+             if e["name"] in wanted} for spec in ray_specs]
+
+
+@pytest.mark.parametrize("values, expected", [
+    (TWO, {"CROSSFED_STORAGE": "s3://mlflow/runs", "AWS_ENDPOINT_URL": "http://demo-crossfed-minio:9000",
+           "AWS_ACCESS_KEY_ID": {"name": "crossfed-minio", "key": "rootUser"},
+           "AWS_SECRET_ACCESS_KEY": {"name": "crossfed-minio", "key": "rootPassword"}}),
+    (THREE, {"CROSSFED_STORAGE": "s3://crossfed-mlflow/runs", "AWS_ENDPOINT_URL": "https://s3.example.org",
+             "AWS_ACCESS_KEY_ID": {"name": "crossfed-mlflow-s3", "key": "AWS_ACCESS_KEY_ID"},
+             "AWS_SECRET_ACCESS_KEY": {"name": "crossfed-mlflow-s3", "key": "AWS_SECRET_ACCESS_KEY"}}),
+])
+def test_every_ray_container_stores_runs_in_the_artifact_s3_store(helm, values, expected):
+    envs = storage_env(render(helm, "-f", values))
+    assert len(envs) >= 3  # head, one group per experiment (and the job submitter)
+    assert all(env == expected for env in envs), envs
+
+
+def test_run_storage_of_its_own_or_none_refused(helm):
+    envs = storage_env(render(helm, "-f", THREE, "--set", "storage.uri=s3://runs-bucket/pretrain",
+                              "--set", "storage.existingSecret=runs-s3"))
+    assert all(env == {"CROSSFED_STORAGE": "s3://runs-bucket/pretrain",
+                       "AWS_ACCESS_KEY_ID": {"name": "runs-s3", "key": "AWS_ACCESS_KEY_ID"},
+                       "AWS_SECRET_ACCESS_KEY": {"name": "runs-s3", "key": "AWS_SECRET_ACCESS_KEY"}} for env in envs), envs
+    done = run_helm(helm, "template", "demo", str(CHART), "-f", THREE, "--set", "mlflow.enabled=false")
+    assert done.returncode != 0 and "Ray pods share no disk" in done.stderr
+    done = run_helm(helm, "template", "demo", str(CHART), "-f", THREE, "--set", "storage.uri=/mnt/runs")
+    assert done.returncode != 0 and "/storage/uri" in done.stderr  # a local path: refused by the schema
+
+
 REQUIRED_CREDENTIALS = {
     "ray.auth.existingSecret": "Ray token authentication needs a token",
     "mlflow.auth.existingSecret": "MLflow authentication needs admin credentials",

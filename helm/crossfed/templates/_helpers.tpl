@@ -84,6 +84,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       name: {{ include "crossfed.mlflowAdminSecret" . }}
       key: password
 {{- end }}
+{{ include "crossfed.storageEnv" . }}
 {{- with .Values.ray.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -129,5 +130,39 @@ volumeMounts:
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef: {name: {{ $root.Values.mlflow.artifacts.existingSecret }}, key: AWS_SECRET_ACCESS_KEY}
+{{- end }}
+{{- end -}}
+
+{{/* The run storage in every Ray container: CROSSFED_STORAGE, its S3 endpoint and credentials. Nodes
+share no disk, so without an S3 location a run could neither retry a round nor resume: refuse. */}}
+{{- define "crossfed.storageEnv" -}}
+{{- $storage := .Values.storage -}}
+{{- if $storage.uri }}
+- name: CROSSFED_STORAGE
+  value: {{ $storage.uri | quote }}
+{{- if $storage.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ $storage.endpoint | quote }}
+{{- end }}
+{{- with $storage.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: AWS_ACCESS_KEY_ID}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: AWS_SECRET_ACCESS_KEY}
+{{- end }}
+{{- else if .Values.mlflow.enabled }}
+{{- $bucket := ternary .Values.minio.bucket .Values.mlflow.artifacts.bucket .Values.minio.enabled }}
+{{- $endpoint := ternary (printf "http://%s-minio:9000" (include "crossfed.fullname" .)) .Values.mlflow.artifacts.endpoint .Values.minio.enabled }}
+- name: CROSSFED_STORAGE
+  value: {{ printf "s3://%s/%s" $bucket $storage.prefix | quote }}
+{{- if $endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ $endpoint | quote }}
+{{- end }}
+{{- include "crossfed.mlflowS3Env" (dict "root" . "endpoint" "") }}
+{{- else }}
+{{- fail "storage: Ray pods share no disk, so runs need an S3 location: set storage.uri (and storage.endpoint, storage.existingSecret), or enable mlflow with its S3 artifact store" }}
 {{- end }}
 {{- end -}}
