@@ -76,10 +76,8 @@ class Storage:
     with '/' as separator."""
 
     def __init__(self, location: str):
-        import fsspec
-
         self.location = location.rstrip("/") if is_uri(location) else str(location)
-        self.fs, self.path = fsspec.core.url_to_fs(self.location)
+        self.fs, self.path = _filesystem(self.location)
         self.local = not is_uri(self.location)
 
     def __repr__(self) -> str:
@@ -196,6 +194,20 @@ class Storage:
             problem = entry.problem(size, digest.hexdigest())
             if problem:
                 raise DamagedFile(remote, problem)
+
+
+def _filesystem(location: str):
+    """(fsspec filesystem, path inside it); a missing driver or an unknown scheme is a one-line error."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(location)
+    except ImportError as err:
+        scheme = location.split("://", 1)[0]
+        extra = " (pip install 'crossfed[s3]')" if scheme in ("s3", "s3a") else ""
+        raise CrossfedError(f"{location}: {scheme}:// needs a package that is not installed: {err}{extra}") from None
+    except ValueError as err:
+        raise CrossfedError(f"{location}: {err}") from None
 
 
 class DamagedFile(CrossfedError):

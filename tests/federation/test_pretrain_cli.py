@@ -37,6 +37,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, samples):
         ("--mode", "local", "--experiment", "lhcb"): "local mode needs --experiment, one of cms (got 'lhcb')",
         ("--set", "federation.rounds=0"): "federation.rounds",
         ("--set", "federation.min_clients=2"): "federation.min_clients is 2 but only 1 experiment(s)",
+        ("--set", "output_dir=nosuch://bucket/runs"): "nosuch://bucket/runs: Protocol not known: nosuch",
     }
     for extra, message in cases.items():
         done = run_cli("pretrain", config, *extra, cwd=tmp_path)

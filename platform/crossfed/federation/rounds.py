@@ -18,7 +18,7 @@ from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
 from crossfed.ray_session import connect_ray
-from crossfed.storage import storage_root
+from crossfed.storage import Storage, storage_root
 
 log = logging.getLogger(__name__)
 ALL_GROUPS = ["adapter", "backbone", "heads"]
@@ -151,6 +151,7 @@ def run_federation(
     """
     plan = plan_rounds(config, mode, experiment)
     resume_id = resumable_run(config, mode, resume) if resume is not None else None
+    Storage(storage_root(config.output_dir))  # an unknown scheme or a missing s3fs: one line, nothing logged
     with connect_ray(address):
         if placement_group is None:
             _check_node_groups(plan)  # before anything is logged or written; the driver checks again
