@@ -13,16 +13,19 @@ WORKDIR /home/ray/crossfed
 
 # The base image already has Ray (==2.60.0, as pinned); torch comes from PyPI (CUDA wheels). For a
 # smaller CPU image pass --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+# The `server` extra is the MLflow server (mlflow[auth] at the version pyproject.toml pins for the whole
+# project, psycopg2, boto3): the image has exactly one MLflow, the one the chart's settings are for.
 ARG TORCH_INDEX=""
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users platform ./platform
-RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} \
-        ".[generate,s3]" "mlflow[auth]" psycopg2-binary boto3 \
-    && crossfed --version
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} ".[generate,s3,server]" \
+    && crossfed --version && mlflow --version
 
-# Ray job entrypoints and example configs (`python jobs/pretrain.py CONFIG`).
+# Example configs and dataset recipes. Jobs run `python -m crossfed <command> CONFIG`.
 COPY --chown=ray:users jobs ./jobs
 
-# `crossfed` is installed into the image's Python, whose bin directory is already on PATH.
-ENV PYTHONUNBUFFERED=1
+# `crossfed` is installed into the image's Python, whose bin directory is already on PATH. The chart
+# runs containers with a read-only root filesystem and a writable /tmp (HOME=/tmp/home there).
+ENV PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 CMD ["crossfed", "--help"]

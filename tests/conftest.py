@@ -23,7 +23,7 @@ def _samples_key() -> str:
     import crossfed.generate
 
     digest = hashlib.sha256(repr((SAMPLE_EVENTS, sorted(SAMPLE_SEEDS.items()), version("pythia8mc"))).encode())
-    for module in ("processes", "pythia", "detector", "core", "writer"):  # what shapes the events and files
+    for module in ("processes", "pythia", "decay_filter", "detector", "core", "writer"):  # what shapes the events
         digest.update((Path(crossfed.generate.__file__).parent / f"{module}.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -35,7 +35,7 @@ def samples() -> dict[str, dict[str, Path]]:
     Generated once into .crossfed/test-samples/<key>/ and reused; built in a private folder under a file
     lock and renamed into place, so racing pytest processes generate once and never see a partial set.
     """
-    from crossfed.generate import generate
+    from crossfed.generate import connect_ray, generate
 
     final = REPO_ROOT / ".crossfed" / "test-samples" / _samples_key()
     paths = {det: {proc: final / f"{det}_{proc}.root" for d, proc in SAMPLE_SEEDS if d == det} for det in ("cms", "atlas")}
@@ -48,9 +48,10 @@ def samples() -> dict[str, dict[str, Path]]:
             shutil.rmtree(building, ignore_errors=True)
             building.mkdir()
             try:
-                for (detector, process), seed in SAMPLE_SEEDS.items():
-                    generate(process, detector, SAMPLE_EVENTS, seed, building / f"{detector}_{process}.root",
-                             workers=2, progress=False)
+                with connect_ray(num_cpus=2):  # one Ray for the four files
+                    for (detector, process), seed in SAMPLE_SEEDS.items():
+                        generate(process, detector, SAMPLE_EVENTS, seed, building / f"{detector}_{process}.root",
+                                 workers=2, progress=False)
                 building.rename(final)
             except OSError:
                 if not final.is_dir():  # a set put there without the lock is as good as ours

@@ -146,14 +146,16 @@ def demo_config(scale: Scale, files: dict[str, dict[str, list[str]]], workdir: P
 
 # --- 2. pre-training ------------------------------------------------------------------------------------
 
-def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[dict, dict]:
+def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[dict, dict, dict]:
     """Pre-train the four ways. Returns ({method: {experiment: model state or None}},
-    {history name: [(round, global validation loss)]}) - the latter for the loss-per-round plot."""
+    {history name: [(round, global validation loss)]} - for the loss-per-round plot -,
+    {"method/experiment": (pre-training run id, that experiment's model file)} - for `finetune -c`)."""
     from crossfed.federation import run_federation
     from crossfed.federation.result import load_state
 
     experiments = list(config.experiments)
     histories: dict[str, list[tuple[int, float]]] = {}
+    models: dict[str, tuple[str, str]] = {}
 
     def pretrain(method: str, experiment: str | None = None):  # -> FederationResult
         name = f"{method}/{experiment}" if experiment else method
@@ -168,17 +170,19 @@ def pretrain_all(config: RunConfig, client, parent_id: str, console) -> tuple[di
         console.print(f"  {name:18s} validation loss {loss:.3f}  ({time.perf_counter() - started:.0f} s)")
         return result
 
-    def model_states(result, client_of: dict[str, str]) -> dict[str, dict]:
+    def model_states(method: str, result, client_of: dict[str, str]) -> dict[str, dict]:
         # Each client's exported model: the global shared parameters plus its private adapter, which the
         # backbone was trained with (fine-tuning takes the backbone and the experiment's adapter from it).
+        models.update({f"{method}/{e}": (result.run_id, result.client_models[client_of[e]]) for e in client_of})
         return {e: load_state(result.client_models[client_of[e]]) for e in client_of}
 
     console.print("[bold]pre-training[/] (self-supervised: which object was replaced?)")
-    states = {"federated": model_states(pretrain("federated"), {e: e for e in experiments})}
-    states["local"] = {e: model_states(pretrain("local", e), {e: e})[e] for e in experiments}
-    states["centralized"] = model_states(pretrain("centralized"), dict.fromkeys(experiments, "centralized"))
+    states = {"federated": model_states("federated", pretrain("federated"), {e: e for e in experiments})}
+    states["local"] = {e: model_states("local", pretrain("local", e), {e: e})[e] for e in experiments}
+    states["centralized"] = model_states("centralized", pretrain("centralized"),
+                                         dict.fromkeys(experiments, "centralized"))
     states["scratch"] = dict.fromkeys(experiments)
-    return states, histories
+    return states, histories, models
 
 
 # --- 3. fine-tuning -------------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", 
     experiment_id = _experiment_id(client, config.tracking.experiment, uri)
     methods = list(rep.METHOD_ORDER)
     # The demo fine-tunes in this process, so it reads every experiment's data here anyway (on one machine);
-    # pre-training runs get their fingerprints from their clients, like every federation.
+    # pre-training runs get theirs from the data checks at their clients' sites, like every federation.
     data_tags = tracking.dataset_fingerprints(config)
     tags = {rep.KIND: "demo", rep.EXPERIMENTS: ",".join(config.experiments), rep.METHODS: ",".join(methods),
             rep.LADDER: ",".join(str(n) for n in config.finetune.labelled_events), "crossfed.scale": scale_name,
@@ -291,10 +295,10 @@ def run_demo(config: RunConfig, *, plots_dir: Path, scale_name: str = "custom", 
         # An embedded Ray (no RAY_ADDRESS) gets at least 4 logical CPUs: the federation's two clients and
         # the driver fit even on a 2-core laptop.
         with connect_ray(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False):
-            states, histories = pretrain_all(config, client, parent_id, console)
+            states, histories, models = pretrain_all(config, client, parent_id, console)
             results = finetune_all(config, states, parent_id, console, data_tags)
         report = rep.Report(parent_id, experiment_id, list(config.experiments), methods,
-                            list(config.finetune.labelled_events), results, histories)
+                            list(config.finetune.labelled_events), results, histories, models=models)
         out_dir = Path(plots_dir) / parent_id
         for path in rep.draw_plots(report, out_dir):
             mlflow.log_artifact(str(path), "plots")

@@ -29,3 +29,13 @@ def innermost_cause(err: BaseException) -> BaseException:
     while getattr(err, "cause", None) is not None:
         err = err.cause
     return err
+
+
+def one_line_reason(err: BaseException) -> str:
+    """Why something failed, in one line: a CrossfedError's message, else the innermost exception's type
+    and the last line of its message (a run's description, a failed trial's row)."""
+    cause = innermost_cause(err)
+    if isinstance(cause, CrossfedError):
+        return str(cause)
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"

@@ -60,6 +60,9 @@ class Report:
     results: list[FinetuneResult]
     loss_histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+    # "method/experiment" -> (pre-training run id, model file): a demo's own report names them for
+    # `crossfed finetune -c`; one rebuilt from MLflow (`crossfed report`) leaves this empty
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def table_values(self) -> dict[tuple[str, str, int], tuple[float, float]]:
         """(experiment, method, labelled events) -> (AUC, 1/eps_B at eps_S=0.3): what the table shows."""

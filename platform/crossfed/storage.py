@@ -77,7 +77,7 @@ class Storage:
 
     def __init__(self, location: str):
         self.location = location.rstrip("/") if is_uri(location) else str(location)
-        self.fs, self.path = _filesystem(self.location)
+        self.fs, self.path = filesystem(self.location)
         self.local = not is_uri(self.location)
 
     def __repr__(self) -> str:
@@ -196,7 +196,7 @@ class Storage:
                 raise DamagedFile(remote, problem)
 
 
-def _filesystem(location: str):
+def filesystem(location: str):
     """(fsspec filesystem, path inside it); a missing driver or an unknown scheme is a one-line error."""
     import fsspec
 

@@ -1,8 +1,12 @@
 """Submit crossfed runs to a remote Ray cluster (e.g. KubeRay) through the Ray job API.
 
 The working directory is shipped as the job's `runtime_env["working_dir"]` (without data, runs and
-other big or generated folders: events never travel, only code and configs do), and the job runs
-`python jobs/<command>.py <config> [args]` there, the same entrypoint a KubeRay RayJob uses.
+other big or generated folders: events never travel, only code and configs do), and the crossfed package
+as `runtime_env["py_modules"]`: the working tree's `platform/crossfed` when there is one, else the
+client's own copy, so the job runs the code you submitted, not the image's. The job runs
+`python -m crossfed <command> <config> [args]`, the entrypoint the chart's RayJob uses too. Before
+submitting, a probe job reads the crossfed version installed on the cluster and a mismatch is warned
+about (the image provides the dependencies the shipped code runs with).
 
 Ray token authentication: the token is read like Ray itself does (RAY_AUTH_TOKEN, then the file named
 by RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token) and sent as a bearer token with every request.
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,12 +29,18 @@ from crossfed.federation import MODES
 
 COMMANDS = ("pretrain", "finetune", "sweep")
 
-# Never uploaded with the working directory: VCS data, caches, outputs, event files, local binaries.
+# Never uploaded with the working directory or the package: VCS data, caches, outputs, event and array
+# files, local binaries, and platform/ (it travels as py_modules). Ray applies these gitignore-style
+# patterns to the package too, relative to its own root, so no pattern may name a folder the package has:
+# "/data/" would drop crossfed/data/. Events are kept out by their suffixes instead; a project's
+# .gitignore (crossfed's ignores /data/) applies to the working directory as well.
 WORKING_DIR_EXCLUDES = [
-    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", "*.egg-info/", "build/", "dist/",
-    ".crossfed/", "runs/", "mlruns/", "mlartifacts/", "mlflow.db", "data/", "*.root",
-    "helm/helm", ".whl/", ".gl/", ".venv/", "venv/",
+    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", "*.egg-info/",
+    "*.root", "*.parquet", "*.h5", "*.hdf5", "*.npy", "*.npz", "*.pt",
+    "/build/", "/dist/", "/.crossfed/", "/runs/", "/mlruns/", "/mlartifacts/", "/mlflow.db",
+    "/helm/helm", "/.whl/", "/.gl/", "/.venv/", "/venv/", "/platform/",
 ]
+VERSION_PROBE_TIMEOUT_S = 120.0
 
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 CONNECT_TIMEOUT_S = 5.0
@@ -98,7 +110,10 @@ def _check_reachable(address: str) -> None:
 
 
 def build_entrypoint(command: str, config: str, mode: str | None = None, extra_args: Sequence[str] = ()) -> str:
-    """`python jobs/<command>.py <config> [--mode M] [args]`, paths relative to the working directory."""
+    """`python -m crossfed <command> <config> [--mode M] [args]`, the config relative to the working directory.
+
+    helm/crossfed/templates/rayjob.yaml builds the RayJob's entrypoint the same way.
+    """
     if command not in COMMANDS:
         raise CrossfedError(f"--command {command}: expected one of {', '.join(COMMANDS)}")
     args = [config]
@@ -108,7 +123,7 @@ def build_entrypoint(command: str, config: str, mode: str | None = None, extra_a
         if mode not in MODES:
             raise CrossfedError(f"--mode {mode}: expected one of {', '.join(MODES)}")
         args += ["--mode", mode]
-    return shlex.join(["python", f"jobs/{command}.py", *args, *extra_args])
+    return shlex.join(["python", "-m", "crossfed", command, *args, *extra_args])
 
 
 def _config_inside(config: Path, working_dir: Path) -> str:
@@ -123,6 +138,55 @@ def _config_inside(config: Path, working_dir: Path) -> str:
     return config.relative_to(working_dir).as_posix()
 
 
+def package_to_ship(working_dir: Path) -> Path:
+    """The crossfed package the job runs: the working tree's platform/crossfed, else the client's own."""
+    in_tree = working_dir / "platform" / "crossfed"
+    if (in_tree / "__init__.py").is_file():
+        return in_tree.resolve()
+    import crossfed
+
+    return Path(crossfed.__file__).resolve().parent
+
+
+def package_version(package: Path) -> str:
+    """`__version__` of a crossfed package directory, read without importing it (it may not be ours)."""
+    found = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', (package / "__init__.py").read_text(), re.M)
+    if not found:
+        raise CrossfedError(f"{package / '__init__.py'}: no __version__ in the package to ship")
+    return found.group(1)
+
+
+def cluster_version(client) -> str | None:
+    """The crossfed version installed on the cluster (its head's image); None when it has none.
+
+    A tiny job without runtime_env asks the head's Python, then is deleted again.
+    """
+    probe = client.submit_job(
+        entrypoint="python -c \"import importlib.metadata as m; print('crossfed-version', m.version('crossfed'))\"",
+        metadata={"crossfed.command": "version-probe"})
+    deadline = time.monotonic() + VERSION_PROBE_TIMEOUT_S
+    while not client.get_job_status(probe).is_terminal():
+        if time.monotonic() > deadline:
+            client.stop_job(probe)
+            raise CrossfedError(f"the cluster did not run the version probe job {probe} within "
+                                f"{VERSION_PROBE_TIMEOUT_S:.0f} s: is it out of CPUs? (--no-version-check skips it)")
+        time.sleep(0.5)
+    found = re.search(r"^crossfed-version (\S+)$", client.get_job_logs(probe), re.M)
+    client.delete_job(probe)
+    return found.group(1) if found else None
+
+
+def version_mismatch(shipped: str, installed: str | None) -> str | None:
+    """The warning for shipping crossfed `shipped` to a cluster that has `installed`; None when they match."""
+    if installed == shipped:
+        return None
+    if installed is None:
+        return (f"the cluster has no crossfed installed: the job ships crossfed {shipped}, but its dependencies "
+                "(torch, deepspeed, mlflow, ...) must come from the cluster's image")
+    return (f"the cluster's image has crossfed {installed}, the job ships crossfed {shipped}: it runs your code "
+            "on the image's dependencies; rebuild the image (Dockerfile) if they changed")
+
+
 def submit(
     config: str | Path,
     *,
@@ -133,19 +197,28 @@ def submit(
     extra_args: Sequence[str] = (),
     submission_id: str | None = None,
     validate: bool = True,
+    check_version: bool = True,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> str:
-    """Submit one crossfed run; returns the Ray job's submission id."""
+    """Submit one crossfed run with the working tree's code; returns the Ray job's submission id.
+
+    `warn` receives the version-mismatch warning, if any.
+    """
     working_dir = Path(working_dir)
     config_path = _config_inside(Path(config), working_dir)
-    if not (working_dir / "jobs" / f"{command}.py").is_file():
-        raise CrossfedError(f"{working_dir.resolve()}: has no jobs/{command}.py: submit from the crossfed project root")
     if validate and command != "sweep":  # sweep files are tuning specs, not run configs
         from crossfed.config import load_config
 
         load_config(working_dir / config_path)  # fail here, not minutes later on the cluster
     entrypoint = build_entrypoint(command, config_path, mode, extra_args)
+    package = package_to_ship(working_dir)
     client = job_client(address)
-    runtime_env = {"working_dir": str(working_dir.resolve()), "excludes": WORKING_DIR_EXCLUDES}
+    if check_version:
+        message = version_mismatch(package_version(package), cluster_version(client))
+        if message:
+            warn(message)
+    runtime_env = {"working_dir": str(working_dir.resolve()), "py_modules": [str(package)],
+                   "excludes": WORKING_DIR_EXCLUDES}
     return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
                              metadata={"crossfed.command": command, "crossfed.config": config_path})
 

@@ -2,8 +2,8 @@
 
 Every run records the full configuration (dotted params and `config.yaml`), the software versions,
 the mode, and a fingerprint of each dataset's file contents — which data trained the model. Fingerprints
-are computed where the data is (`dataset_fingerprints`, called by each experiment's client on its own
-nodes) and handed to the run as tags: the process that logs never opens an experiment's data.
+are computed where the data is (`dataset_fingerprints`, called by the data check on each experiment's
+client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
 """
 
@@ -30,12 +30,17 @@ SOFTWARE = ["crossfed", "torch", "ray", "deepspeed", "mlflow", "uproot"]
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    """`tracking.uri` as given, or the embedded SQLite store `mlflow.db` in the working directory.
+    """`tracking.uri`, or the embedded SQLite store `mlflow.db` in the working directory; a relative
+    SQLite path (`sqlite:///mlflow.db`) is made absolute here, so that it names one store wherever the
+    URI is used next (a sweep's trials run in folders of their own).
 
     MLFLOW_TRACKING_URI is deliberately not consulted: mlflow.set_tracking_uri() writes it into the
     process environment, so it would carry one run's store over to the next config in the same process.
     """
-    return cfg.uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    uri = cfg.uri or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:

@@ -62,6 +62,15 @@ def test_demo_table_covers_every_experiment_method_and_size(demo_run):
     assert "federated" in demo_run["stdout"] and "mlflow ui --backend-store-uri" in demo_run["stdout"]
 
 
+def test_demo_ends_by_naming_each_pretrained_model_for_finetune(demo_run):
+    commands = {line.split()[0]: line for line in demo_run["stdout"].splitlines() if "crossfed finetune" in line}
+    for method in ("federated", "local", "centralized"):
+        for experiment in demo.DEMO_EXPERIMENTS:
+            line = commands[f"{method}/{experiment}"]
+            assert f"crossfed finetune {demo_run['root'] / 'demo.yaml'} -e {experiment} -c " in line, line
+            assert Path(line.rsplit(" -c ", 1)[1]).is_file(), line
+
+
 def test_demo_writes_and_logs_valid_plots(demo_run):
     for name in report.PLOT_NAMES:
         assert_valid_png(demo_run["plots_dir"] / name)
@@ -82,7 +91,7 @@ def test_every_demo_run_carries_config_versions_and_data_fingerprints(demo_run):
     assert kinds == {"pretrain", "finetune"} and parent.info.status == "FINISHED"
     for run in [parent, *children]:
         tags = run.data.tags
-        # a local pre-training run is fingerprinted by its one client: its own experiment's data only
+        # a local pre-training run is fingerprinted at its one client's site: its own experiment's data only
         experiment = tags.get(report.EXPERIMENT, "cms")
         assert tags["crossfed.version.crossfed"] and tags[f"crossfed.data.{experiment}.finetune.signal"], \
             run.info.run_name

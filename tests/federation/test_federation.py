@@ -113,7 +113,8 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
     from crossfed.federation.result import load_state
 
     config = make_config(samples, tmp_path, workers=2, rounds=3, min_clients=1,
-                         privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.01})
+                         privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.01,
+                                  "per_client_metrics": True})  # DP without it: test_privacy_run.py
     shapes = model_parameter_shapes(config)
     event_counts = set()
     seen = {}

@@ -1,9 +1,17 @@
-"""`crossfed pretrain` as a user meets it: help, and user errors as one line with exit code 2 (no Ray started)."""
+"""`crossfed pretrain` as a user meets it: help; user errors as one line with exit code 2, before any run or
+folder exists; SIGTERM and SIGKILL mid-run, each continued with --resume, leaving no Ray process behind;
+the models it names for fine-tuning."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,6 +46,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, samples):
         ("--set", "federation.rounds=0"): "federation.rounds",
         ("--set", "federation.min_clients=2"): "federation.min_clients is 2 but only 1 experiment(s)",
         ("--set", "output_dir=nosuch://bucket/runs"): "nosuch://bucket/runs: Protocol not known: nosuch",
+        ("--set", "federation.privacy.enabled=true", "--set", "federation.privacy.target_epsilon=1"):
+            "federation.rounds=5 would spend ε=",
     }
     for extra, message in cases.items():
         done = run_cli("pretrain", config, *extra, cwd=tmp_path)
@@ -72,3 +82,128 @@ def test_resume_with_a_changed_strategy_is_refused_naming_the_key_before_any_ray
     check_resume_config(more_rounds, logged)  # how long it goes on may change
     with pytest.raises(CrossfedError, match=r"training.zero_stage \(logged 0, now 3\)"):
         check_resume_config(config_from_dict(apply_overrides(raw, {"training.zero_stage": 3})), logged)
+
+
+def test_a_non_root_data_file_is_refused_before_any_run_or_folder_exists(tmp_path):
+    (tmp_path / "events.root").write_text("not a ROOT file\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": "runs",
+        "experiments": {"cms": {"schema": "cms_nanoaod", "pretrain": {"files": ["events.root"]}}},
+    }))
+    done = run_cli("pretrain", str(config), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: experiments.cms.pretrain.files: {tmp_path / 'events.root'}: not a ROOT file "
+                      "(it does not start with the ROOT signature 'root')"], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()  # nothing half-written
+
+
+# -- signals and kills: a run stopped any way continues with --resume, losing nothing it completed -------
+def ray_session_processes(ray_tmpdir: str) -> list[str]:
+    """Processes of the Ray sessions under `ray_tmpdir`: that folder on their command line or among their
+    open files (Ray renames its processes, so names say nothing). By session folder, not by name."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if ray_tmpdir.encode() in (entry / "cmdline").read_bytes() or any(
+                    os.readlink(fd).startswith(ray_tmpdir) for fd in (entry / "fd").iterdir()):
+                found.append(f"{entry.name} {(entry / 'cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            continue
+    return found
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def committed_round(runs: Path) -> int:
+    """The newest round with a commit marker in the run storage (0: none yet, or only the initial model)."""
+    return max((int(marker.parent.name.split("_")[1]) for marker in runs.glob("*/rounds/round_*/COMMITTED")),
+               default=0)
+
+
+def test_sigterm_then_sigkill_mid_round_each_resume_and_leave_no_ray_process_behind(tmp_path, samples):
+    import mlflow
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed": 3, "output_dir": "runs",
+        "experiments": {name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]}}
+                        for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))},
+        "data": {"cache_dir": "cache"}, "model": {"preset": "tiny"},
+        "training": {"batch_size": 32, "eval_batches": 2, "device": "cpu"},
+        "federation": {"rounds": 4, "local_steps": 2},
+    }))
+    ray_tmpdir = tempfile.mkdtemp(prefix="cf", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmpdir}
+    runs, store = tmp_path / "runs", mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "crossfed", *args], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def no_ray_process_left() -> bool:
+        return not ray_session_processes(ray_tmpdir)
+
+    # SIGTERM once round 1 is committed: the round in progress is abandoned, the run is KILLED, and the
+    # message names the command that continues it.
+    first = start("pretrain", "run.yaml")
+    wait_for(lambda: committed_round(runs) >= 1, 600, "round 1")
+    first.send_signal(signal.SIGTERM)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted after round")]
+    found = re.fullmatch(r"interrupted after round (\d): continue with (crossfed pretrain run\.yaml --resume (\w+))",
+                         line)
+    assert found, line
+    assert int(found[1]) == committed_round(runs) >= 1 and "Traceback" not in stderr
+    run_id = found[3]
+    assert store.get_run(run_id).info.status == "KILLED"
+    wait_for(no_ray_process_left, 30, f"the Ray session's processes to end: {ray_session_processes(ray_tmpdir)}")
+
+    # Resumed, then SIGKILL mid-round: nothing can run on the way out; the run stays RUNNING in MLflow and
+    # the watchdog takes the embedded Ray's leftovers down.
+    second = start(*found[2].split()[1:])
+    wait_for(lambda: committed_round(runs) >= int(found[1]) + 1, 600, "a round after the resume")
+    os.kill(second.pid, signal.SIGKILL)
+    second.wait(timeout=60)
+    assert store.get_run(run_id).info.status == "RUNNING"
+    wait_for(no_ray_process_left, 30, f"the Ray session's processes to end: {ray_session_processes(ray_tmpdir)}")
+
+    # The run left RUNNING by a process that is gone is taken over, and finishes; every round is logged once.
+    third = start(*found[2].split()[1:])
+    stdout, stderr = third.communicate(timeout=600)
+    assert third.returncode == 0, stderr
+    run = store.get_run(run_id)
+    assert run.info.status == "FINISHED" and committed_round(runs) == 4
+    for metric in ("global/val_loss", "clients/sampled"):
+        assert [m.step for m in store.get_metric_history(run_id, metric)] == [1, 2, 3, 4], metric
+    wait_for(no_ray_process_left, 30, f"the Ray session's processes to end: {ray_session_processes(ray_tmpdir)}")
+
+    # It ends by naming each experiment's model for `crossfed finetune -c`, and the global one.
+    for name in ("cms", "atlas"):
+        (command,) = [line.strip() for line in stdout.splitlines() if f"finetune run.yaml -e {name} -c" in line]
+        assert Path(command.rsplit(" -c ", 1)[1]).is_file(), command
+    assert f"runs:/{run_id}/model" in stdout and "models:/crossfed-foundation/1" in stdout
+
+
+def test_resume_tells_a_running_owner_from_one_that_is_gone():
+    """The check behind taking over a RUNNING run: alive is this host's pid with the same start time."""
+    from crossfed.federation.rounds import process_alive, this_process
+
+    me = this_process()
+    assert process_alive(me, "no-such-run")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert not process_alive({**me, "pid": gone.pid}, "no-such-run")
+    assert not process_alive({**me, "started": me["started"] - 100}, "no-such-run")  # the pid was reused

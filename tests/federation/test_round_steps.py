@@ -56,16 +56,18 @@ class ScriptedClient:
     def __init__(self, name: str, behaviour: str = "train", seconds: float = 0.0):
         self.name, self.behaviour, self.seconds, self.calls = name, behaviour, seconds, []
 
-    def fit(self, global_ref, groups, steps, proximal_mu, checkpoint_round):
+    def fit(self, global_ref, groups, steps, proximal_mu, checkpoint_round, privacy=None):
         import ray
 
-        self.calls.append(("fit", steps, proximal_mu, checkpoint_round))
+        self.calls.append(("fit", steps, proximal_mu, checkpoint_round) + ((privacy,) if privacy else ()))
         if self.behaviour == "die":
             os._exit(1)
         if self.behaviour == "fail":
             return {"client": self.name, "failed": "worker died: ActorDiedError"}
         time.sleep(self.seconds)
-        state = {k: v + np.float32(0.5) for k, v in ray.get(global_ref[0]).items()}
+        # an outlier: an update 1000 times the others' (once: a transient fault; always: a broken site)
+        outlier = self.behaviour == "outlier" or (self.behaviour == "outlier once" and len(self.calls) == 1)
+        state = {k: v + np.float32(500.0 if outlier else 0.5) for k, v in ray.get(global_ref[0]).items()}
         return {"client": self.name, "state": state, "num_examples": 10, "metrics": {"loss": 1.0},
                 "compute_s": 0.1, "footprint": {}}
 
@@ -126,7 +128,7 @@ def test_sample_draws_from_seed_and_round_alone():
     assert sample_clients(names, None, 5, 1) == sample_clients(names, 9, 5, 1) == names
 
 
-def test_validate_rejects_an_outlier_and_too_few_accepted_updates_stop_the_round(tmp_path):
+def test_validate_rejects_an_outlier_and_leaves_a_shortfall_to_the_round(tmp_path):
     driver = make_driver(tmp_path, min_clients=2)
     g = driver.global_state
     updates = [update("cms", 0.1, g), update("atlas", 0.2, g), update("lhcb", 50.0, g)]
@@ -136,24 +138,59 @@ def test_validate_rejects_an_outlier_and_too_few_accepted_updates_stop_the_round
     new = driver.aggregate(*driver.privatise(accepted, round_number=1))  # fedavg, no DP: the weighted mean
     np.testing.assert_allclose(new["w"], np.full(3, 0.15), rtol=1e-6)
 
-    strict = make_driver(tmp_path, min_clients=3)
-    with pytest.raises(CrossfedError, match="only 2 of 3 client updates passed validation"):
-        strict.validate(updates)
+    strict = make_driver(tmp_path, min_clients=3)  # fewer than min_clients accepted: no error here
+    assert [u.client for u in strict.validate(updates)[0]] == ["cms", "atlas"]
 
 
-def test_privatise_clips_and_draws_the_same_noise_for_the_same_round(tmp_path):
+def test_privatise_clips_and_draws_noise_that_nothing_logged_regenerates(tmp_path):
     driver = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.5})
+    twin = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.5})
+    assert driver.config == twin.config  # the same configuration and seed: all that a run logs
     g = driver.global_state
     updates = [update("cms", 3.0, g, examples=1000), update("atlas", 0.1, g, examples=1)]
     clipped, noise = driver.privatise(updates, round_number=2)
     assert update_norm(g, clipped[0].state) == pytest.approx(1.0, rel=1e-6)
     assert [u.num_examples for u in clipped] == [1, 1]
-    again = driver.aggregate(*driver.privatise(updates, round_number=2))
-    other = driver.aggregate(*driver.privatise(updates, round_number=3))
     first = driver.aggregate(clipped, noise)
-    np.testing.assert_array_equal(first["w"], again["w"])  # a retried or resumed round adds the same noise
-    assert not np.array_equal(first["w"], other["w"])
-    assert driver.privacy.epsilon() > 0  # the accountant counted the noised aggregates
+    again = driver.aggregate(*driver.privatise(updates, round_number=2))
+    other = twin.aggregate(*twin.privatise(updates, round_number=2))
+    assert not np.array_equal(first["w"], again["w"])  # fresh noise every time, even for a retried round
+    assert not np.array_equal(first["w"], other["w"])  # and in another run with the same configuration
+    # not the old derivation from the logged seed either: mean of the clipped deltas / 4 expected clients
+    mean_delta = (clipped[0].state["w"] - g["w"] + clipped[1].state["w"] - g["w"]) / 4
+    old = np.random.default_rng([driver.config.seed, 2, 7]).normal(0.0, 0.5 * 1.0 / 4, 3)
+    assert not np.allclose(first["w"], g["w"] + mean_delta + old)
+    assert driver.privacy.accountant.history == [(0.5, 1.0, 2)]  # every noised aggregate is counted
+
+
+def test_under_dp_validation_sees_only_clipped_updates_each_judged_alone(tmp_path):
+    driver = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0})
+    g = driver.global_state
+    broken = update("alice", 0.1, g)
+    broken.state["w"][0] = np.nan
+    updates = [update("cms", 0.1, g), update("atlas", 0.2, g), update("lhcb", 50.0, g), broken]
+    accepted, rejected = driver.validate(updates)
+    # lhcb's 50-fold update would be a norm outlier without DP; under DP it is clipped and counted like any other
+    assert [u.client for u in accepted] == ["cms", "atlas", "lhcb"]
+    assert [name for name, _ in rejected] == ["alice"] and "non-finite" in rejected[0][1]
+    assert update_norm(g, accepted[2].state) == pytest.approx(1.0, rel=1e-6)
+    assert all(update_norm(g, u.state) <= 1.0 + 1e-9 for u in accepted)
+
+
+def test_under_dp_the_budget_stops_the_run_before_the_round_that_would_exceed_it(tmp_path):
+    driver = make_driver(tmp_path, privacy={"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 10.0})
+    driver.privacy.load_state_dict({"history": [(1.0, 1.0, 3)]})  # ε = 9.0 so far; a 4th round makes 10.7
+    driver.recovery.committed(3, [])
+    with pytest.raises(CrossfedError, match=r"round 4 would bring ε to .*=10; the run stops after round 3"):
+        driver.run_round()  # before any client is asked: there are none here to ask
+
+    # a configuration that cannot fit its rounds refuses to start, naming how many fit
+    config = config_from_dict({
+        "experiments": {name: {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}} for name in NAMES},
+        "federation": {"rounds": 50, "privacy": {"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 10.0}},
+    })
+    with pytest.raises(CrossfedError, match=r"federation.rounds=50 would spend ε=.*: 3 round\(s\) fit"):
+        plan_rounds(config, "federated", None)
 
 
 def test_a_baseline_takes_its_single_client_state_as_it_is(tmp_path):
@@ -194,9 +231,9 @@ def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_
     assert collected.dropped["alice"].startswith("straggler")
     assert [u.client for u in collected.updates()] == ["cms"]
 
-    # Busy with its dropped fit, alice is neither sampled, evaluated nor checkpointed ...
-    assert list(driver.recovery.stragglers) == ["alice"]
-    del driver.clients["lhcb"]  # (a dead actor answers nothing)
+    # Busy with its dropped fit, alice is neither sampled, evaluated nor checkpointed; nor is lhcb, whose
+    # actor died, until it has rejoined ...
+    assert list(driver.recovery.stragglers) == ["alice"] and list(driver.recovery.lost) == ["lhcb"]
     assert driver.sample(round_number=2) == ["cms", "atlas"]
     assert sorted(driver.evaluate(driver.global_state)) == ["atlas", "cms"]
     driver.commit(1, driver.global_state, {"round": 1})
@@ -204,6 +241,30 @@ def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_
     # ... until that fit has returned; its late update is discarded.
     ray.wait([driver.recovery.stragglers["alice"]], timeout=30)
     assert driver.sample(round_number=2) == ["cms", "atlas", "alice"] and not driver.recovery.stragglers
+
+
+def test_a_dp_round_keeps_rate_and_denominator_when_a_client_drops_and_records_nothing_per_client(
+    tmp_path, local_ray
+):
+    """Poisson rate 3/4; atlas is drawn and fails. The accountant still gets q = 0.75 and the mean still
+    divides by the 3 expected clients; the record and the checkpoint hold only ε and δ."""
+    privacy = {"enabled": True, "clip_norm": 1.0, "noise_multiplier": 1e-6}
+    driver = make_driver(tmp_path, clients_per_round=3, privacy=privacy)
+    scripted(driver, local_ray, atlas=("fail", 0.0))
+    while "atlas" not in driver.privacy.draw(list(NAMES), 1):  # a draw with atlas in it (the key is random)
+        driver.privacy._sampling_key += 1
+    drawn = driver.sample(round_number=1)
+    record = driver.run_round()
+
+    assert driver.privacy.accountant.history == [(1e-6, 0.75, 1)]
+    updated = len(drawn) - 1  # atlas dropped; each scripted update moves all 5 numbers by 0.5, clipped to norm 1
+    expected_w = updated / 3 * 0.5 / np.sqrt(5 * 0.25)
+    np.testing.assert_allclose(driver.global_state["w"], np.full(3, expected_w), atol=1e-4)
+    assert set(record) == {"round", "privacy/epsilon", "privacy/delta"} and record["privacy/delta"] == 1e-5
+    calls = recorded(driver)
+    assert calls["atlas"] == [("fit", 4, 0.0, 0, {"clip_norm": 1.0, "metrics": False}), ("save", 1), ("prune", [1])]
+    assert not any(call[0] == "evaluate" for client in calls.values() for call in client)  # no metric is asked for
+    assert checkpoint.read_round(Storage(str(tmp_path / "run")), 1).driver_state["history"] == [record]
 
 
 def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_path, local_ray):
@@ -243,3 +304,23 @@ def test_a_run_that_never_committed_starts_from_its_initial_model_unless_mlflow_
     with pytest.raises(CrossfedError, match=r"MLflow holds 3 round\(s\) of this run but no committed round is in "
                                             rf"{tmp_path / 'run'} \(was it run with another output_dir"):
         driver.newest_intact_round(logged_rounds=3)
+
+
+def test_a_rejected_update_is_retried_and_never_ends_the_run(tmp_path, local_ray):
+    """Two clients, min_clients 2: one outlier leaves one update. The round is retried (each client back at
+    its checkpoint); an outlier that recurs in the last attempt is left out and the round goes on."""
+    driver = make_driver(tmp_path, min_clients=2, max_round_retries=1)
+    scripted(driver, local_ray, atlas=("outlier once", 0.0))
+    driver.clients = {name: driver.clients[name] for name in ("cms", "atlas")}
+    record = driver.run_round()
+    assert record["round/attempt"] == 1 and record["clients/updated"] == 2 and record["clients/rejected"] == 0
+    assert recorded(driver)["atlas"][:3] == [("fit", 4, 0.0, 0), ("restore", 0), ("fit", 4, 0.0, 0)]
+    np.testing.assert_allclose(driver.global_state["w"], np.full(3, 0.5))  # the clean updates' mean
+
+    stubborn = make_driver(tmp_path / "stubborn", min_clients=2, max_round_retries=1)
+    scripted(stubborn, local_ray, atlas=("outlier", 0.0))
+    stubborn.clients = {name: stubborn.clients[name] for name in ("cms", "atlas")}
+    record = stubborn.run_round()
+    assert record["round/attempt"] == 1 and record["clients/updated"] == 1 and record["clients/rejected"] == 1
+    np.testing.assert_allclose(stubborn.global_state["w"], np.full(3, 0.5))  # cms's update alone
+    assert stubborn.recovery.completed_rounds == 1

@@ -178,7 +178,7 @@ def test_a_federation_killed_mid_round_resumes_to_the_uninterrupted_model_with_d
     assert_same_models(resumed, uninterrupted)
     assert resumed.history[-1]["global/val_loss"] == uninterrupted.history[-1]["global/val_loss"]
 
-    # The data stayed at its site: the fingerprints logged are the clients' (the driver's folder has no
+    # The data stayed at its site: the fingerprints logged are its sites' (the driver's folder has no
     # events), the ones of the files each site holds.
     client = mlflow.MlflowClient(raw["tracking"]["uri"])
     for run in (uninterrupted.run_id, resumed.run_id):

@@ -1,6 +1,7 @@
 """Bad input through the real `crossfed generate` command: exit 2, one line, no traceback, no file left."""
 
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -20,11 +21,17 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["--process", "ttbar", "--pythia", "25:m0 = lots"], "Pythia rejected the setting '25:m0 = lots'"),
         (["--process", "ttbar", "--pythia", "Top:gg2ttbar = maybe"], "Pythia rejected the setting 'Top:gg2ttbar = maybe'"),
         (["--process", "ttbar", "--detector", "lhcb"], "unknown detector 'lhcb'"),
+        (["--process", "custom", "--pythia", "Top:gg2ttbar = off"], "Pythia could not initialise"),  # no process on
+        (["--process", "ttbar", "--address", "127.0.0.1:{free_port}"], "cannot reach the Ray cluster at 127.0.0.1:"),
+        (["--process", "ttbar", "--address", "nowhere"], "Ray address 'nowhere': expected HOST:PORT"),
     ],
 )
 def test_bad_request_is_one_line(tmp_path, args, message):
     out = tmp_path / "events.root"
-    result = _run(*args, "--events", "5", "--out", str(out))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    result = _run(*[a.format(free_port=free_port) for a in args], "--events", "5", "--out", str(out))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
@@ -39,6 +46,12 @@ def test_non_positive_event_count(tmp_path):
     assert "Traceback" not in result.stderr and not out.exists()
 
 
+def test_unknown_storage_scheme(tmp_path):
+    result = _run("--process", "ttbar", "--events", "5", "--out", "nosuchscheme://bucket/events.root")
+    assert result.returncode == 2 and "nosuchscheme://bucket/events.root" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_unwritable_output(tmp_path):
     not_a_folder = tmp_path / "a_file"
     not_a_folder.write_text("x")
@@ -49,20 +62,28 @@ def test_unwritable_output(tmp_path):
     assert not out.exists()
 
 
-def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    """An error after generation (here: the writer fails) removes the temporary file; the target never appears."""
+def test_failure_while_writing_leaves_no_half_file(tmp_path, monkeypatch):
+    """The final write fails: no temporary file, no target; the finished chunks stay and the rerun uses them."""
     from crossfed.errors import CrossfedError
-    from crossfed.generate import core
+    from crossfed.generate import core, writer
 
-    def broken_writer(path, detector, events, metadata):
+    real_writer = writer.write_branches
+
+    def broken_writer(path, detector, branches, metadata):
+        if "chunk" in path.name:  # the chunks are written fine, the final file is not
+            return real_writer(path, detector, branches, metadata)
         path.write_bytes(b"half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core, "write_root", broken_writer)
+    monkeypatch.setattr(writer, "write_branches", broken_writer)
     out = tmp_path / "events.root"
     with pytest.raises(CrossfedError, match="No space left on device"):
         core.generate("ttbar", "cms", 2, 1, out, workers=1, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".events.root.chunks"]  # finished chunks only
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(writer, "write_branches", real_writer)
+    summary = core.generate("ttbar", "cms", 2, 1, out, workers=1, progress=False)
+    assert summary["resumed_chunks"] == 1 and [p.name for p in tmp_path.iterdir()] == ["events.root"]
 
 
 def test_recipe_with_unknown_key(tmp_path):

@@ -2,6 +2,7 @@
 
 import awkward as ak
 import numpy as np
+import pytest
 import uproot
 
 from crossfed.generate import ATLAS, CMS, read_metadata
@@ -91,6 +92,12 @@ def test_metadata_round_trip(samples):
     assert meta["n_events"] == 300 and meta["n_generated"] > 300
     assert 0 < meta["efficiency"] < 1
     assert "25:onIfMatch = 5 -5" in meta["pythia_settings"]
-    assert 0.1 < meta["cross_section_pb"] < 5 and 0 < meta["cross_section_error_pb"] < meta["cross_section_pb"]
+    assert 0.1 < meta["inclusive_cross_section_pb"] < 5
+    assert 0 < meta["cross_section_error_pb"] < meta["cross_section_pb"]
+    # Forced decays: the file holds sigma x BR, BR = the share of W-decay chains kept. With Pythia's W and tau
+    # branching ratios that is 1 - (1 - 0.2162)^2 + 2 * 0.1081 * 0.6757 * 0.3504 + 0.1081^2 = 0.4486.
+    assert meta["forced_decays"]
+    assert abs(meta["decay_filter_efficiency"] - 0.4486) < 4 * meta["decay_filter_efficiency_error"]
+    assert meta["cross_section_pb"] == pytest.approx(meta["inclusive_cross_section_pb"] * meta["decay_filter_efficiency"])
     assert meta["generator"].startswith("pythia8mc") and meta["crossfed"]
     assert uproot.open(samples["atlas"]["tth"])["mini"].num_entries == meta["n_events"]

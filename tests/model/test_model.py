@@ -144,3 +144,21 @@ def test_normaliser_learns_this_experiments_scale_from_real_objects_only():
     assert torch.allclose(normalised.mean(0), torch.zeros(7), atol=1e-4)
     assert torch.allclose(normalised.std(0), torch.ones(7), atol=0.02)
     assert int(adapter.normaliser.updates) == 1
+
+
+def test_a_common_adapter_serves_every_experiment_under_one_name(events):
+    """Sharing the adapter (`federation.shared` with `adapter`): one `adapters.common.*` for every experiment,
+    so two clients' models have the same parameter names and the federation can average them."""
+    features, types, mask = events
+    cms = build_model(ModelConfig(preset="tiny"), ["cms"], ["replaced_object"], common_adapter=True)
+    atlas = build_model(ModelConfig(preset="tiny"), ["atlas"], ["replaced_object"], common_adapter=True)
+    names = [name for name, _ in cms.named_parameters() if parameter_group(name) == "adapter"]
+    assert names and all(name.startswith("adapters.common.") for name in names)
+    assert [name for name, _ in atlas.named_parameters()] == [name for name, _ in cms.named_parameters()]
+    atlas.load_state_dict(cms.state_dict())  # the other client's whole model loads as it is
+    with torch.no_grad():
+        assert torch.equal(cms.encode(features, types, mask, "cms"), atlas.encode(features, types, mask, "atlas"))
+    with pytest.raises(CrossfedError, match="experiment 'lhcb' has no input adapter"):
+        cms.encode(features, types, mask, "lhcb")
+    pooled = build_model(ModelConfig(preset="tiny"), ["cms", "atlas"], ["replaced_object"], common_adapter=True)
+    assert list(pooled.adapters) == ["common"]

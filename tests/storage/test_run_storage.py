@@ -129,11 +129,13 @@ def test_a_damaged_driver_file_or_marker_is_named(tmp_path, kind, damage):
 
 def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(samples, tmp_path):
     """A local output_dir on a cluster whose nodes share no disk: the client's node lacks the run folder the
-    driver made. Otherwise the client reports the fingerprints of its own experiment's data only."""
+    driver made. (The data check at a client's site reports the fingerprints of its own experiment's data
+    only.)"""
     from crossfed import tracking
     from crossfed.config import ClusterConfig, config_from_dict
     from crossfed.errors import CrossfedError
     from crossfed.federation.client import FederationClient
+    from crossfed.federation.rounds import DataChecker
 
     config = config_from_dict({"experiments": {
         name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]}}
@@ -142,6 +144,8 @@ def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(sample
     client = FederationClient(config, "cms", ["cms"], ClusterConfig(), run.location, 4)
     with pytest.raises(CrossfedError, match=rf"client 'cms' \(node .*\) cannot see the run storage {run.location}: "
                                             "a local output_dir needs one machine or a disk every node mounts"):
-        client.site_report()
+        client.check_storage()
     run.write_json(checkpoint.RUN_FILE, {})
-    assert client.site_report() == {"crossfed.data.cms.pretrain": tracking.fingerprint([str(samples["cms"]["ttbar"])])}
+    client.check_storage()
+    fingerprint = tracking.fingerprint([str(samples["cms"]["ttbar"])])
+    assert DataChecker().report(config, ["cms"]) == ([], {"crossfed.data.cms.pretrain": fingerprint})

@@ -139,6 +139,10 @@ def test_a_failed_trial_is_one_line_and_the_sweep_goes_on(tmp_path, samples):
     base = base_config(tmp_path, samples)
     raw = yaml.safe_load(base.read_text())
     raw["federation"]["rounds"] = 1
+    # Paths relative to the working directory, the MLflow store the default one there: every trial must
+    # still write and log where the sweep does, though Tune runs each trial in a folder of its own.
+    raw["output_dir"], raw["data"]["cache_dir"] = "runs", "cache"
+    del raw["tracking"]["uri"]
     base.write_text(yaml.safe_dump(raw))
     spec = sweep_file(tmp_path, space={"training.lr": {"grid": [0.3, 1e12]}}, asha={"enabled": False})
     done = subprocess.run([sys.executable, "-m", "crossfed", "sweep", str(spec)], cwd=tmp_path, capture_output=True,
@@ -180,3 +184,22 @@ def test_shipped_sweeps_are_valid(path):
 
     sweep = Sweep(path)
     assert sweep.spec.space and param_space(sweep)
+
+
+def test_the_best_trial_is_the_best_that_completed_with_a_finite_metric_and_a_model(tmp_path, samples):
+    from crossfed.sweep.outcome import ranked
+
+    base_config(tmp_path, samples)
+    sweep = Sweep(sweep_file(tmp_path))  # global/val_loss, min
+
+    def row(trial, value, error=None, model=True):
+        return {"trial": trial, "value": value, "error": error, "model": model}
+
+    rows = [row("failed_after_reporting", 0.1, error="ActorDiedError: ..."),
+            row("stopped_early", 0.2, model=False), row("diverged", float("nan")), row("worse", 0.9),
+            row("best_completed", 0.5), row("never_reported", None, error="CrossfedError: ...", model=False)]
+    assert [r["trial"] for r in ranked(sweep, rows)] == [
+        "best_completed", "worse", "failed_after_reporting", "stopped_early", "diverged", "never_reported"]
+    with pytest.raises(CrossfedError, match="no trial completed with a finite 'global/val_loss' and a model; "
+                                            "first error: ActorDiedError"):
+        ranked(sweep, [r for r in rows if r["trial"] not in ("best_completed", "worse")])

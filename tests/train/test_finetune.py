@@ -83,10 +83,10 @@ def test_cli_prints_the_ladder_table(make_config, tmp_path):
     config = make_config(finetune={**FINETUNE, "epochs": 1}, data=DATA)
     path = tmp_path / "run.yaml"
     path.write_text(config.to_yaml())
-    done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-n", "40", "-n", "80"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-n", "40", "-n", "80",
+                           "-c", "none"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "AUC" in done.stdout and "80" in done.stdout
+    assert "AUC" in done.stdout and "80" in done.stdout and "from scratch" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-e", "lhcb"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown experiment" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -39,6 +39,7 @@ def demo(
 
     from crossfed import demo as demo_lib
     from crossfed import report as rep
+    from crossfed.atomic import write_text_atomically
     from crossfed.config import load_config
 
     console = Console(soft_wrap=True)  # paths and commands stay whole, copyable
@@ -54,9 +55,30 @@ def demo(
         files = demo_lib.make_samples(study, workdir / "data", seed=0, console=console)
         uri = tracking_uri or rep.default_tracking_uri()
         run_config = demo_lib.demo_config(study, files, workdir, uri)
-    result = demo_lib.run_demo(run_config, plots_dir=workdir / "plots", scale_name=scale, console=console)
+        config = workdir / "run.yaml"  # on disk, so that its models can be fine-tuned with it again
+        write_text_atomically(config, run_config.to_yaml())
+    from crossfed.federation.rounds import FederationInterrupted
+
+    try:
+        result = demo_lib.run_demo(run_config, plots_dir=workdir / "plots", scale_name=scale, console=console)
+    except FederationInterrupted as stopped:  # the demo has no --resume: say so rather than offer one
+        Console(stderr=True, highlight=False).print(
+            f"demo interrupted in pre-training run {stopped.run_id} after round {stopped.completed_round}; "
+            "run the demo again to start over (generated samples are reused)", markup=False)
+        raise typer.Exit(stopped.exit_code) from None
     _print_report(console, result, run_config.tracking.uri or rep.default_tracking_uri())
+    _print_models(console, result, config)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def _print_models(console, result, config: Path) -> None:
+    """Each pre-trained model, as the `crossfed finetune` command that starts from it."""
+    console.print("pre-trained models (pre-training run, then the command that fine-tunes from the model):",
+                  highlight=False)
+    for label, (run_id, path) in result.models.items():
+        experiment = label.split("/", 1)[1]
+        console.print(f"  {label:18s} run {run_id}: crossfed finetune {config} -e {experiment} -c {path}",
+                      highlight=False, markup=False)
 
 
 def report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -35,42 +36,80 @@ def pretrain(
 ) -> None:
     """Pre-train the foundation model on Ray: rounds of local DeepSpeed training and aggregation, logged
     to MLflow and checkpointed every round under <storage>/<run id>/, where the storage is output_dir or
-    CROSSFED_STORAGE: a local folder, or a URI such as s3://bucket/runs."""
+    CROSSFED_STORAGE: a local folder, or a URI such as s3://bucket/runs. Ends by printing each
+    experiment's model for `crossfed finetune -c`. Ctrl-C or SIGTERM stops it after abandoning the round in
+    progress (the MLflow run is marked KILLED) and prints the command that continues it; --resume also
+    takes over a run left RUNNING by a process that was killed."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from crossfed.config import load_config
     from crossfed.errors import CrossfedError
+    from crossfed.federation.rounds import FederationInterrupted
 
     if mode not in MODES:
         raise CrossfedError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     cfg = load_config(config, overrides)
     console = Console()
     rounds = cfg.federation.rounds if mode == "federated" else min(cfg.federation.rounds, cfg.training.steps)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"), console=console,
-    ) as progress:
-        task = progress.add_task(f"{mode} pre-training", total=rounds, status="starting clients…")
 
-        def on_round(round_number: int, record: dict) -> None:
-            loss = record.get("global/val_loss")
-            status = f"round {round_number}: val loss {loss:.4f}" if loss is not None else f"round {round_number}"
-            progress.update(task, completed=round_number, status=status)
+    def continue_command(run_id: str) -> str:
+        words = ["crossfed", "pretrain", str(config)] + (["--mode", mode] if mode != "federated" else [])
+        words += ["--experiment", experiment] if experiment else []
+        words += [part for override in overrides for part in ("--set", override)]
+        words += ["--address", address] if address else []
+        return shlex.join(words + ["--resume", run_id])
 
-        from crossfed.federation import run_federation
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=console,
+        ) as progress:
+            task = progress.add_task(f"{mode} pre-training", total=rounds, status="starting clients…")
 
-        result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round,
-                                address=address)
-    console = Console(soft_wrap=True)  # keep the commands below on one line each, for copying
+            def on_round(round_number: int, record: dict) -> None:
+                loss = record.get("global/val_loss")
+                status = f"round {round_number}: val loss {loss:.4f}" if loss is not None else f"round {round_number}"
+                progress.update(task, completed=round_number, status=status)
+
+            from crossfed.federation import run_federation
+
+            result = run_federation(cfg, mode=mode, experiment=experiment, resume=resume, on_round=on_round,
+                                    address=address)
+    except FederationInterrupted as stopped:
+        Console(stderr=True, soft_wrap=True, highlight=False).print(
+            f"interrupted after round {stopped.completed_round}: continue with {continue_command(stopped.run_id)}",
+            markup=False)
+        raise typer.Exit(stopped.exit_code) from None
+    console = Console(soft_wrap=True, highlight=False)  # keep the commands below on one line each, for copying
     _summary(console, result)
+    _print_models(console, cfg, config, mode, experiment, result)
     from crossfed.tracking import tracking_uri
 
-    uri = tracking_uri(cfg.tracking)
-    console.print(f"MLflow run [bold]{result.run_id}[/]; final global model: {result.global_state_path}")
-    console.print(f"browse it: mlflow ui --backend-store-uri {uri}", highlight=False, markup=False)
-    console.print(f"continue it later: crossfed pretrain {config} --mode {mode} --resume {result.run_id}",
-                  highlight=False, markup=False)
+    console.print(f"browse it: mlflow ui --backend-store-uri {tracking_uri(cfg.tracking)}", markup=False)
+    console.print(f"continue it later: {continue_command(result.run_id)}", markup=False)
+
+
+def _print_models(console, cfg, config: Path, mode: str, experiment: str | None, result) -> None:
+    """Where the run's models are: each experiment's full model (the one to fine-tune from, with its own
+    adapter) and the global shared parameters, with their MLflow URIs."""
+    import mlflow
+
+    from crossfed.federation.rounds import plan_rounds
+    from crossfed.tracking import tracking_uri
+
+    console.print(f"MLflow run [bold]{result.run_id}[/]; fine-tune from its models with:")
+    for spec in plan_rounds(cfg, mode, experiment).clients:
+        for name in spec.experiments:
+            if spec.name in result.client_models:
+                console.print(f"  crossfed finetune {config} -e {name} -c {result.client_models[spec.name]}",
+                              markup=False)
+    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(result.run_id)
+    uris = [f"runs:/{result.run_id}/model"]
+    if version := run.data.tags.get("crossfed.model_version"):
+        uris.append(f"models:/{cfg.tracking.registered_model}/{version}")
+    console.print(f"global model (the shared parameters only): {result.global_state_path}; in MLflow: "
+                  + ", ".join(uris), markup=False)
 
 
 def _summary(console, result) -> None:
@@ -78,12 +117,17 @@ def _summary(console, result) -> None:
 
     table = Table(title="rounds")
     columns = {"round": "round", "global/val_loss": "val loss", "clients/updated": "updates",
-               "clients/dropped": "dropped", "bytes/received": "bytes in", "time/round_s": "seconds"}
+               "clients/dropped": "dropped", "bytes/received": "bytes in", "time/round_s": "seconds",
+               "privacy/epsilon": "ε"}
     for header in columns.values():
         table.add_column(header, justify="right")
     for record in result.history:
         table.add_row(*(_fmt(record.get(key)) for key in columns))
     console.print(table)
+    last = result.history[-1] if result.history else {}
+    if "privacy/epsilon" in last:
+        console.print(f"differential privacy: ε = {last['privacy/epsilon']:.4g} at δ = {last['privacy/delta']:g} "
+                      f"after {last['round']} rounds (client level; Opacus RDP accountant)")
 
 
 def _fmt(value) -> str:

@@ -40,12 +40,14 @@ def model_info(
         run = load_config(config)
         models = [(f"{run.model.preset} ({config.name})", run.model)]
         experiments, tasks = list(run.experiments), list(run.training.tasks)
+        common_adapter = run.federation.common_adapter
         objects = objects or run.data.max_objects
     else:
         if preset is not None and preset not in PRESETS:
             raise CrossfedError(f"--preset {preset!r}: unknown preset; known: {', '.join(PRESETS)}")
         models = [(name, ModelConfig(preset=name)) for name in ([preset] if preset else PRESETS)]
         experiments, tasks = ["experiment"], list(TrainingConfig().tasks)
+        common_adapter = False
         objects = objects or 16
 
     table = Table(
@@ -57,7 +59,7 @@ def model_info(
     for label, model_cfg in models:
         sizes = model_sizes(model_cfg)
         with torch.device("meta"):
-            model = build_model(model_cfg, experiments, tasks)
+            model = build_model(model_cfg, experiments, tasks, common_adapter=common_adapter)
             model.add_classifier(num_classes=2)
         counts = [count_parameters(model, group) for group in ("adapter", "backbone", "heads", "classifier")]
         flops = forward_flops_per_event(model, objects)

@@ -30,7 +30,9 @@ def sweep(
         console.print(f"[green]ok[/]: {spec} — {len(loaded.spec.space)} hyperparameter(s), metric {loaded.spec.metric}")
         return
     result = run_sweep(spec, resume=resume, address=address, trial_tracebacks=ctx.find_root().params.get("debug", False))
-    table = Table(title=f"Trials of {spec.name}, best first")
+    from crossfed.sweep.outcome import completed
+
+    table = Table(title=f"Trials of {spec.name}, best first (of those that completed with a model)")
     table.add_column("trial")
     names = sorted({k for row in result.rows for k in row["params"]})
     for name in names:
@@ -39,6 +41,8 @@ def sweep(
     table.add_column("rounds", justify="right")
     for row in result.rows:
         value = "error" if row["value"] is None else f"{row['value']:.5g}"
+        if row["value"] is not None and not completed(row):
+            value += " (failed)" if row["error"] else " (stopped early)"
         table.add_row(row["trial"], *(str(row["params"].get(n, "")) for n in names), value, str(row["rounds"]))
     console.print(table)
     for row in result.rows:

@@ -17,11 +17,12 @@ def finetune_command(
                                    help="Experiment to fine-tune on; default: the first with a finetune section."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c",
                                    help="Pre-trained model state (.pt or .npz); default: finetune.checkpoint "
-                                        "from the config; none trains from scratch."),
+                                        "from the config; 'none' trains from scratch."),
     events: list[int] = typer.Option(None, "--events", "-n",
                                      help="Labelled events per rung (repeatable); default: finetune.labelled_events."),
 ) -> None:
-    """Fine-tune ttH vs tt̄ on growing numbers of labelled events; print test-split AUC, 1/ε_B at ε_S = 0.3 and 0.5, accuracy."""
+    """Fine-tune the experiment's signal-vs-background classifier (its finetune section) on growing numbers of
+    labelled events; print test-split AUC, 1/ε_B at ε_S = 0.3 and 0.5, accuracy."""
     from rich.console import Console
     from rich.table import Table
 
@@ -38,7 +39,9 @@ def finetune_command(
     ladder = events or cfg.finetune.labelled_events
     if any(n < 2 for n in ladder):
         raise CrossfedError("--events: each rung needs at least 2 events (one signal, one background)")
-    state = checkpoint or cfg.finetune.checkpoint
+    state = cfg.finetune.checkpoint if checkpoint is None else checkpoint
+    if str(state).lower() == "none":
+        state = None
 
     console = Console()
     data = load_labelled_events(cfg, experiment)  # read once for every rung

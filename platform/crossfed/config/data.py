@@ -19,7 +19,8 @@ class AugmentConfig(Section):
 class DataConfig(Section):
     max_objects: PositiveInt = Field(16, description="objects kept per event (MET, leptons, then jets by pT)")
     cache_dir: str = Field(".crossfed/cache", description="tensor cache keyed by file content, schema, selection")
-    chunk_size: str = Field("100 MB", description="uproot.iterate step size: bounded memory per chunk")
+    chunk_size: str = Field("100 MB", description="uproot.iterate step size: bounded memory per chunk "
+                            "(the reader holds two: one is read ahead)")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0

@@ -8,7 +8,6 @@ the same (a constant). The first usable candidate is taken; each rejection is re
 
 from __future__ import annotations
 
-import awkward as ak
 import numpy as np
 
 from crossfed.data.schema import BtagCandidate
@@ -46,9 +45,9 @@ def _constant_note(values: np.ndarray) -> str:
     return f" (all {values[0]:g})" if (values == values[0]).all() else ""
 
 
-def clip(values: ak.Array, candidate: BtagCandidate) -> ak.Array:
+def clip(values: np.ndarray, candidate: BtagCandidate) -> np.ndarray:
     """Single jets outside the physical range (-1: no tracks) are clipped into it, so no -1000s reach the model."""
     if candidate.range is None:
         return values
     low, high = candidate.range
-    return ak.where(values < low, low, ak.where(values > high, high, values))
+    return np.where(values < low, low, np.where(values > high, high, values))

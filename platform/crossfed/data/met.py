@@ -12,6 +12,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from crossfed.data.jagged import Jagged
 from crossfed.data.schema import MetSpec
 from crossfed.errors import CrossfedError
 
@@ -48,10 +49,10 @@ def _select_term(arrays: dict, spec: MetSpec, branches: dict[str, str]) -> ak.Ar
     return selected
 
 
-def rebuild(soft_x: np.ndarray, soft_y: np.ndarray, objects: list[ak.Array]) -> tuple[np.ndarray, np.ndarray]:
+def rebuild(soft_x: np.ndarray, soft_y: np.ndarray, objects: list[Jagged]) -> tuple[np.ndarray, np.ndarray]:
     """MET = −(vector sum of the objects' pT) + the soft term, per event, GeV."""
     met_x, met_y = soft_x.copy(), soft_y.copy()
     for group in objects:
-        met_x -= ak.to_numpy(ak.sum(group.pt * np.cos(group.phi), axis=1))
-        met_y -= ak.to_numpy(ak.sum(group.pt * np.sin(group.phi), axis=1))
+        met_x -= group.sum(group["pt"] * np.cos(group["phi"]))
+        met_y -= group.sum(group["pt"] * np.sin(group["phi"]))
     return met_x, met_y

@@ -11,22 +11,28 @@ Each file is read with `uproot.iterate` in steps of `chunk_size` (bounded memory
    (softest jets go first).
 What each step did (object efficiencies, the b-tagger and MET source used, cuts skipped) is counted in
 `ReadStats` for `crossfed inspect`, and anything a physicist must know is also a warning.
+
+Speed: every step is a numpy operation over all objects of the chunk, on flat columns (jagged.py), and
+the next chunk is read in a thread while this one is processed. benchmarks/read_events.py compares the
+reader with plain `uproot.iterate` of the same branches; tests/data/test_reader_reference.py holds it to
+the bits of the awkward-record implementation it replaced.
 """
 
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import awkward as ak
 import numpy as np
 
 from crossfed.config.data import parse_chunk_size
 from crossfed.data import btag
 from crossfed.data.events import FEATURES, EventBatch, ObjectType
 from crossfed.data.files import expand_files, find_tree, first_line, list_trees, open_root  # noqa: F401 (API)
+from crossfed.data.jagged import Jagged, from_awkward, ranges
 from crossfed.data.met import met_xy, rebuild
-from crossfed.data.objects import apply_definition, count, cut_field, remove_overlaps
+from crossfed.data.objects import apply_definition, cut_field, remove_overlaps
 from crossfed.data.schema import BtagCandidate, CollectionSpec, Cut, MetSpec, Schema, load_schema
 from crossfed.data.selection import VARIABLES, Selection, parse_selection
 from crossfed.errors import CrossfedError, did_you_mean
@@ -34,6 +40,7 @@ from crossfed.errors import CrossfedError, did_you_mean
 COLLECTION_TYPES = {"electrons": ObjectType.ELECTRON, "muons": ObjectType.MUON, "taus": ObjectType.TAU,
                     "photons": ObjectType.PHOTON, "jets": ObjectType.JET}
 _FIELDS = (*FEATURES, "object_type")
+_FIELD_TYPES = {**{name: np.float64 for name in FEATURES}, "object_type": np.int8}  # an ObjectType per object
 NO_BTAG = "no discriminant (jets not b-tagged)"
 
 
@@ -179,23 +186,28 @@ def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: in
             return
         chunks = tree.iterate(sorted(set(branches.values())), step_size=step_size, library="ak", how=dict)
         first = True
-        while True:
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                return
-            except Exception as err:  # noqa: BLE001 - damaged baskets, decompression failures, ...
-                raise CrossfedError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated or "
-                                    f"corrupt ({first_line(err)})") from None
-            arrays = {key: chunk[name] for key, name in branches.items()}
-            try:
-                batch, stats = _process_chunk(arrays, plan, schema, cut, max_objects)
-            except CrossfedError as err:
-                raise CrossfedError(f"{path}: {err}") from None
-            if first:  # per file, not per chunk
-                stats.skipped_cuts = list(plan.skipped_cuts)
-                first = False
-            yield batch, stats
+        # One chunk is read ahead in a thread while this one is processed: uproot's decompression and
+        # awkward's kernels release the GIL, so reading and processing overlap (two chunks in memory).
+        with ThreadPoolExecutor(1, thread_name_prefix="crossfed-read-ahead") as read_ahead:
+            upcoming = read_ahead.submit(next, chunks, None)
+            while True:
+                try:
+                    chunk = upcoming.result()
+                except Exception as err:  # noqa: BLE001 - damaged baskets, decompression failures, ...
+                    raise CrossfedError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated or "
+                                        f"corrupt ({first_line(err)})") from None
+                if chunk is None:
+                    return
+                upcoming = read_ahead.submit(next, chunks, None)
+                arrays = {key: chunk[name] for key, name in branches.items()}
+                try:
+                    batch, stats = _process_chunk(arrays, plan, schema, cut, max_objects)
+                except CrossfedError as err:
+                    raise CrossfedError(f"{path}: {err}") from None
+                if first:  # per file, not per chunk
+                    stats.skipped_cuts = list(plan.skipped_cuts)
+                    first = False
+                yield batch, stats
 
 
 def plan_read(tree, path: str, tree_name: str, schema: Schema) -> ReadPlan:
@@ -281,17 +293,17 @@ def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> 
         stats.btag[btag_used] = n_finite
     groups = {}
     for kind, objects in raw.items():
-        groups[kind], stats.objects[kind] = apply_definition(objects[finite], plan.collections[kind].spec,
-                                                             [c[:3] for c in plan.collections[kind].cuts], scale)
+        selected, stats.objects[kind] = apply_definition(objects.events(finite), plan.collections[kind].spec,
+                                                         [c[:3] for c in plan.collections[kind].cuts], scale)
+        groups[kind] = selected.select(_FIELDS)
     groups = remove_overlaps(groups, schema.overlap_removal)
     for kind, objects in groups.items():
-        stats.objects[kind]["overlap"] = count(objects)
-    groups = {kind: objects[list(_FIELDS)] for kind, objects in groups.items()}
+        stats.objects[kind]["overlap"] = objects.size
     for kind in COLLECTION_TYPES:
-        groups.setdefault(kind, _empty_objects(n_finite))
+        groups.setdefault(kind, Jagged.empty(n_finite, _FIELD_TYPES))
 
     if plan.met is None:
-        met_objects = _empty_objects(n_finite)
+        met_objects = Jagged.empty(n_finite, _FIELD_TYPES)
     else:
         met_x, met_y = met_x[finite], met_y[finite]
         if plan.met.rebuild:
@@ -299,18 +311,25 @@ def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> 
         met_objects = _met_objects(met_x, met_y)
         stats.met[plan.met.describe()] = n_finite
 
-    leptons = _by_pt(ak.concatenate([groups["electrons"], groups["muons"]], axis=1))
-    ordered = ak.concatenate([met_objects, leptons, _by_pt(groups["taus"]), _by_pt(groups["photons"]),
-                              _by_pt(groups["jets"])], axis=1)
     keep = np.ones(n_finite, bool) if cut is None else cut(_selection_variables(groups, met_objects))
     stats.events_selected = int(keep.sum())
-    return _pad(ordered[keep], max_objects), stats
+    leptons = Jagged.concat([groups["electrons"], groups["muons"]], _FIELDS)
+    ordered = [met_objects, *(objects.sorted_by("pt") for objects in
+                              (leptons, groups["taus"], groups["photons"], groups["jets"]))]
+    return _pad(ordered, keep, max_objects), stats
 
 
-def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> ak.Array:
+def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> Jagged:
     """The collection's objects in GeV with the common fields, plus its b-tag candidates and cut values."""
     spec = plan.spec
-    get = lambda key: ak.values_astype(arrays[f"{kind}.{key}"], np.float64)  # noqa: E731
+    keys = [*plan.features, *(f"btag{i}" for i in range(len(plan.btag))), *(cut_field(i) for i, _, _, _ in plan.cuts)]
+    branch = {**plan.features, **{f"btag{i}": name for i, (_, name) in enumerate(plan.btag)},
+              **{cut_field(i): name for i, _, _, name in plan.cuts}}
+    try:
+        flat = from_awkward({key: arrays[f"{kind}.{key}"] for key in keys}, branch)
+    except ValueError as err:
+        raise CrossfedError(f"collection {kind}: {err}") from None
+    get = lambda key: flat[key].astype(np.float64)  # noqa: E731
     if spec.is_cartesian:
         px, py, pz, energy = (get(f) * scale for f in ("px", "py", "pz", "energy"))
         pt = np.hypot(px, py)
@@ -321,94 +340,93 @@ def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> ak.Array:
         pt, eta, phi = get("pt") * scale, get("eta"), get("phi")
         if spec.energy is not None:
             energy = get("energy") * scale
-        else:
-            mass = get("mass") * scale if isinstance(spec.mass, str) else spec.mass * scale
-            energy = np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2)
+        else:  # np.power(·, 2), not ** 2 (numpy's square): the exact operations the awkward reader did
+            mass = np.power(get("mass") * scale, 2) if isinstance(spec.mass, str) else (spec.mass * scale) ** 2
+            energy = np.sqrt(np.power(pt * np.cosh(eta), 2) + mass)
     zeros = pt * 0.0
     charge = get("charge") if spec.charge is not None else zeros
-    columns = dict(zip(_FIELDS, (pt, eta, phi, energy, charge, zeros, zeros + int(COLLECTION_TYPES[kind]))))
+    object_type = np.full(len(pt), COLLECTION_TYPES[kind], np.int8)
+    columns = dict(zip(_FIELDS, (pt, eta, phi, energy, charge, zeros, object_type)))
     columns.update({f"btag{i}": get(f"btag{i}") for i in range(len(plan.btag))})
-    columns.update({cut_field(i): arrays[f"{kind}.{cut_field(i)}"] for i, _, _, _ in plan.cuts})
-    objects = ak.zip(columns)
+    columns.update({cut_field(i): flat[cut_field(i)] for i, _, _, _ in plan.cuts})
+    objects = Jagged(flat.offsets, columns)
     if spec.type_branch is not None:
-        object_kind = ak.values_astype(arrays[f"{kind}.type_branch"], np.int64)
-        wanted = object_kind == spec.type_values[0]
-        for value in spec.type_values[1:]:
-            wanted = wanted | (object_kind == value)
-        objects = objects[wanted]
+        objects = objects.keep(np.isin(flat["type_branch"].astype(np.int64), spec.type_values))
     return objects
 
 
-def _tag_jets(jets: ak.Array, candidates: list[tuple[BtagCandidate, str]], stats: ReadStats) -> tuple[ak.Array, str]:
+def _tag_jets(jets: Jagged, candidates: list[tuple[BtagCandidate, str]], stats: ReadStats) -> tuple[Jagged, str]:
     """Fill btag and BJET from the first usable candidate of this chunk; returns the jets and what was used."""
-    values = [ak.to_numpy(ak.flatten(jets[f"btag{i}"])) for i in range(len(candidates))]
-    chosen, rejected = btag.choose(values, [c for c, _ in candidates])
+    chosen, rejected = btag.choose([jets[f"btag{i}"] for i in range(len(candidates))], [c for c, _ in candidates])
     for reason in rejected:
         stats.btag_rejected[reason] = 1
     if chosen is None:
         return jets, NO_BTAG
     candidate = candidates[chosen][0]
-    discriminant = btag.clip(jets[f"btag{chosen}"], candidate)
-    jets = ak.with_field(jets, discriminant, "btag")
-    tagged = ak.where(discriminant > candidate.wp, int(ObjectType.BJET), jets.object_type)
-    return ak.with_field(jets, tagged, "object_type"), candidate.describe()
+    discriminant = btag.clip(jets.table[f"btag{chosen}"], candidate)
+    tagged = np.where(discriminant > candidate.wp, np.int8(ObjectType.BJET), jets.table["object_type"])
+    return jets.with_columns(btag=discriminant, object_type=tagged), candidate.describe()
 
 
-def _finite_events(raw: dict[str, ak.Array], met_x, met_y, n_events: int) -> np.ndarray:
+def _finite_events(raw: dict[str, Jagged], met_x, met_y, n_events: int) -> np.ndarray:
     finite = np.ones(n_events, bool)
     for objects in raw.values():
+        if all(np.isfinite(objects[name].sum()) for name in FEATURES):
+            continue  # a NaN or inf makes the sum non-finite; a finite sum means every value is finite
+        bad = np.zeros(objects.size, bool)
         for name in FEATURES:
-            finite &= ak.to_numpy(ak.all(np.isfinite(objects[name]), axis=1))
+            bad |= ~np.isfinite(objects[name])
+        finite &= ~objects.any(bad)
     if met_x is not None:
         finite &= np.isfinite(met_x) & np.isfinite(met_y)
     return finite
 
 
-def _met_objects(met_x: np.ndarray, met_y: np.ndarray) -> ak.Array:
+def _met_objects(met_x: np.ndarray, met_y: np.ndarray) -> Jagged:
     pt, phi = np.hypot(met_x, met_y), np.arctan2(met_y, met_x)
     zeros = np.zeros_like(pt)
-    columns = dict(zip(_FIELDS, (pt, zeros, phi, pt, zeros, zeros, zeros + int(ObjectType.MET))))
-    return ak.unflatten(ak.zip(columns), np.ones(len(pt), np.int64))  # one MET object per event
+    columns = dict(zip(_FIELDS, (pt, zeros, phi, pt, zeros, zeros, np.full(len(pt), ObjectType.MET, np.int8))))
+    return Jagged(np.arange(len(pt) + 1, dtype=np.int64), columns)  # one MET object per event
 
 
-def _empty_objects(n_events: int) -> ak.Array:
-    return ak.unflatten(ak.zip({f: np.zeros(0) for f in _FIELDS}), np.zeros(n_events, np.int64))
-
-
-def _by_pt(objects: ak.Array) -> ak.Array:
-    return objects[ak.argsort(objects.pt, axis=1, ascending=False, stable=True)]
-
-
-def _selection_variables(groups, met_objects) -> dict[str, np.ndarray]:
-    def multiplicity(objects) -> np.ndarray:
-        return ak.to_numpy(ak.num(objects, axis=1))
-
-    def leading_pt(objects) -> np.ndarray:
-        return ak.to_numpy(ak.fill_none(ak.max(objects.pt, axis=1), 0.0))
-
-    jets = groups["jets"]
-    leptons = ak.concatenate([groups["electrons"], groups["muons"]], axis=1)
+def _selection_variables(groups: dict[str, Jagged], met_objects: Jagged) -> dict[str, np.ndarray]:
+    electrons, muons, jets = groups["electrons"], groups["muons"], groups["jets"]
     variables = {
-        "n_electrons": multiplicity(groups["electrons"]),
-        "n_muons": multiplicity(groups["muons"]),
-        "n_leptons": multiplicity(leptons),
-        "n_taus": multiplicity(groups["taus"]),
-        "n_photons": multiplicity(groups["photons"]),
-        "n_jets": multiplicity(jets),
-        "n_bjets": multiplicity(jets[jets.object_type == int(ObjectType.BJET)]),
-        "met": ak.to_numpy(ak.fill_none(ak.firsts(met_objects.pt), 0.0)),
-        "ht": ak.to_numpy(ak.sum(jets.pt, axis=1)),
-        "lead_lepton_pt": leading_pt(leptons),
-        "lead_jet_pt": leading_pt(jets),
+        "n_electrons": electrons.counts,
+        "n_muons": muons.counts,
+        "n_leptons": electrons.counts + muons.counts,
+        "n_taus": groups["taus"].counts,
+        "n_photons": groups["photons"].counts,
+        "n_jets": jets.counts,
+        "n_bjets": jets.sum(jets["object_type"] == int(ObjectType.BJET)).astype(np.int64),
+        "met": met_objects.max("pt", 0.0),  # one MET object per event
+        "ht": jets.sum(jets["pt"]),  # in the file's order, as ak.sum added them
+        "lead_lepton_pt": np.maximum(electrons.max("pt", 0.0), muons.max("pt", 0.0)),
+        "lead_jet_pt": jets.max("pt", 0.0),
     }
     assert variables.keys() == VARIABLES.keys()  # selection.py documents exactly these
     return variables
 
 
-def _pad(objects: ak.Array, max_objects: int) -> EventBatch:
-    padded = ak.pad_none(objects, max_objects, axis=1, clip=True)
-    mask = ak.to_numpy(~ak.is_none(padded, axis=1))
-    columns = [ak.to_numpy(ak.fill_none(padded[f], 0.0)) for f in FEATURES]
-    features = np.stack(columns, axis=-1).astype(np.float32).reshape(len(objects), max_objects, len(FEATURES))
-    types = ak.to_numpy(ak.fill_none(padded.object_type, 0)).astype(np.int8).reshape(len(objects), max_objects)
-    return EventBatch(features, types, mask.reshape(len(objects), max_objects))
+def _pad(parts: list[Jagged], keep: np.ndarray, max_objects: int) -> EventBatch:
+    """The kept events' objects, part after part, in the first `max_objects` slots; zeros (type 0) after."""
+    n_kept = int(keep.sum())
+    features = np.zeros((n_kept * max_objects, len(FEATURES)), np.float32)
+    types = np.zeros(n_kept * max_objects, np.int8)
+    mask = np.zeros(n_kept * max_objects, bool)
+    whole_rows = features.view(np.dtype((np.void, features.itemsize * len(FEATURES))))[:, 0]
+    first_slot = (np.cumsum(keep) - 1) * max_objects  # of each event's row in the output (kept events)
+    free = np.where(keep, max_objects, 0)  # per event: slots left for the parts still to come
+    for part in parts:
+        n_put = np.minimum(part.counts, free)
+        slots, event = ranges(first_slot + (max_objects - free), n_put)
+        rows = part.row_numbers()[slots - (first_slot + max_objects - free - part.offsets[:-1])[event]]
+        shown = np.empty((len(rows), len(FEATURES)), np.float32)
+        for column, name in enumerate(FEATURES):
+            shown[:, column] = part.table[name][rows]  # float64 -> float32 as astype rounds
+        whole_rows[slots] = shown.view(whole_rows.dtype)[:, 0]  # one copy per object, not per value
+        types[slots] = part.table["object_type"][rows]
+        mask[slots] = True
+        free -= n_put
+    return EventBatch(features.reshape(n_kept, max_objects, len(FEATURES)), types.reshape(n_kept, max_objects),
+                      mask.reshape(n_kept, max_objects))

@@ -1,11 +1,12 @@
 """One experiment's client: a tiny Ray actor that owns a DeepSpeed `WorkerGroup` on its node group.
 
-Only shared parameters (the groups in `federation.shared`), scalar metrics and data fingerprints leave a
-client; private parameters, optimizer state and events stay in its workers and its own checkpoints. It
-reads its experiment's data only on its own nodes: the driver never opens it. The worker group stays
-alive across rounds (data, engine, optimizer warm); if a worker dies the group is rebuilt from the
-client's last committed checkpoint and the current global model. Which checkpoint that is the driver says
-with every call (its `RecoveryState` is the one record of it).
+Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client (under
+central DP: the clipped shared update, and metrics only if `per_client_metrics`); private parameters,
+optimizer state and events stay in its workers and its own checkpoints. It reads its experiment's data
+only on its own nodes: the driver never opens it. The worker group stays alive across rounds (data,
+engine, optimizer warm); if a worker dies the group is rebuilt from the client's last committed checkpoint
+and the current global model. Which checkpoint that is the driver says with every call (its
+`RecoveryState` is the one record of it).
 
 Checkpoints go to the run storage (`clients/<name>/round_<k>/`, see `crossfed.federation.checkpoint`):
 each rank puts its own files there from its own node, then the client writes the MANIFEST that lists
@@ -56,11 +57,9 @@ class FederationClient:
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
         self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
 
-    def site_report(self) -> dict[str, str]:
-        """Before any training, from this client's node: check that the run storage is reachable from here,
-        and fingerprint this client's datasets (the tags `crossfed.data.<experiment>.<dataset>`)."""
-        from crossfed.tracking import dataset_fingerprints
-
+    def check_storage(self) -> None:
+        """Before any training, from this client's node: check that the run storage is reachable from here
+        (the driver has written the run's file there)."""
         if not self.run.exists(checkpoint.RUN_FILE):
             import ray
 
@@ -68,16 +67,17 @@ class FederationClient:
                 f"client {self.name!r} (node {ray.util.get_node_ip_address()}) cannot see the run storage "
                 f"{self.run.location}: a local output_dir needs one machine or a disk every node mounts; "
                 f"point output_dir or CROSSFED_STORAGE at shared storage such as s3://bucket/runs")
-        return dataset_fingerprints(self.config, self.experiments)
 
-    def start(self) -> str:
-        """Reserve the workers' placement group (fails fast if the node group cannot host it), start them."""
+    def start(self):
+        """Reserve the workers' placement group (fails fast if the node group cannot host it), start them.
+        Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if
+        this actor dies the driver removes it before starting the client's successor."""
         if self.given_placement_group is None:
             self.placement_group = placement.create_worker_placement_group(self.cluster, self.name)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()
-        return self.name
+        return self.placement_group if self.given_placement_group is None else None
 
     # -- worker group lifecycle ---------------------------------------------------------------------
     def _start_workers(self) -> None:
@@ -128,12 +128,14 @@ class FederationClient:
         return self._call_ranks("shared_state", groups)[0]
 
     def fit(self, global_ref: list, groups: list[str], steps: int, proximal_mu: float,
-            checkpoint_round: int | None) -> dict:
+            checkpoint_round: int | None, privacy: dict | None = None) -> dict:
         """Load the global model, train `steps` local steps, return the shared state and scalar metrics.
 
         `global_ref` is `[ObjectRef]`: wrapped so that this actor forwards the reference and each rank
         fetches the weights from the object store itself. `checkpoint_round`: the round of this client's
-        last checkpoint, which a worker death rebuilds the group from.
+        last checkpoint, which a worker death rebuilds the group from. `privacy` (central DP):
+        {"clip_norm": C, "metrics": bool}: the update is clipped to C here, so the unclipped one never
+        leaves this site; without "metrics" no metric or example count is sent (placeholders: {} and 1).
         """
         meter = self._meter().start()
         try:
@@ -147,10 +149,20 @@ class FederationClient:
             return {"client": self.name, "failed": f"worker died: {type(err).__name__}"}
         footprint = self._add_footprint(meter.stop())
         metrics = only_scalars(per_rank[0])  # the trainer already averages over ranks
+        num_examples = int(metrics.pop("num_examples", 0))
+        state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+        if privacy is not None:
+            import ray
+
+            from crossfed.federation.privacy import clip_update
+
+            state = clip_update(ray.get(global_ref[0]), state, privacy["clip_norm"], np.float32)
+            if not privacy["metrics"]:
+                metrics, num_examples = {}, 1
         return {
             "client": self.name,
-            "state": {k: np.asarray(v, dtype=np.float32) for k, v in state.items()},
-            "num_examples": int(metrics.pop("num_examples", 0)),
+            "state": state,
+            "num_examples": num_examples,
             "metrics": metrics,
             "compute_s": meter.wall_s,
             "footprint": footprint,

@@ -1,23 +1,34 @@
 """The driver actor: creates the client actors and runs aggregation rounds.
 
-A round is eight named steps, called in this order by `FederationDriver.run_round`; each takes what the
-one before returned, so each can be run (and tested) alone:
+A round is eight named steps, called in this order by `FederationDriver.run_round` after `rejoin` has
+brought back any client whose actor died; each takes what the one before returned, so each can be run
+(and tested) alone:
 
+0. `rejoin`     recreate each client whose actor died (a crashed node, an OOM kill, a SIGKILL) and
+                resynchronise it from its last checkpoint and the global model;
 1. `sample`     the clients of this round: every idle one, or `clients_per_round` of them drawn from
-                (seed, round), so a resumed or retried round draws the same;
+                (seed, round), so a resumed or retried round draws the same; under DP each client with
+                probability clients_per_round / clients (Poisson), from OS entropy;
 2. `broadcast`  `ray.put` the global shared weights once and start every sampled client's local training
                 (on a retry, each client first goes back to its last checkpoint, so a retried round
                 computes what an undisturbed one would have);
 3. `collect`    the updates that arrive within `round_timeout_s`; failed clients and stragglers are
                 dropped. Fewer than `min_clients` updates: the round is retried (`max_round_retries`);
-4. `validate`   reject malformed and outlier updates (federation only);
-5. `privatise`  central DP: clip each update, draw the aggregate's noise from (seed, round) (if enabled);
+4. `validate`   reject malformed and outlier updates (federation only; under DP the updates are clipped
+                first and only per-update checks run). Fewer than `min_clients` left: the round is
+                retried; once the retries are spent it goes on with the updates that passed, so a
+                rejected update never ends the run;
+5. `privatise`  central DP: clip each update, the aggregate's noise from OS entropy (if enabled);
 6. `aggregate`  the strategy turns the updates into the next global weights (a baseline's single client
                 simply hands its weights over);
-7. `evaluate`   the new global model on every idle client's validation split;
+7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
+                round is skipped: not evaluated, checkpointed or reported until it has rejoined);
 8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; only then
                 adopt the new global model and record the round, and remove checkpoints no kept round
                 needs (`crossfed.federation.checkpoint` describes the protocol and the layout).
+
+Under DP the round's record holds only ε, δ and (with `metric_noise_multiplier`) the noised global
+validation metrics, unless `per_client_metrics` opts out (federation/privacy.py says why).
 
 What a retry or a resume needs is one `RecoveryState`; the step functions change it only where its
 docstring says.
@@ -25,6 +36,7 @@ docstring says.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -94,8 +106,9 @@ def first_worker_bundle(placement_group, plan: RoundPlan) -> int:
 class RecoveryState:
     """Where the run could restart from: everything a retried round or a resumed run needs, in one place.
 
-    Invariants, true whenever no round is running (`collect` adds stragglers, `idle` frees those whose
-    fit has returned; `client_rounds`, `client_manifests` and `completed_rounds` move only in `commit`):
+    Invariants, true whenever no round is running (`collect` adds stragglers and lost clients, `evaluate`
+    lost ones, `idle` frees stragglers whose fit has returned, `rejoin` the lost clients it restarted;
+    `client_rounds`, `client_manifests` and `completed_rounds` move only in `commit`):
     - `completed_rounds` is the last round whose commit marker is written; the driver's global model and
       history are those after that round. Round 0 is committed at start (the initial model), so that a
       run stopped before its first round resumes from there.
@@ -103,12 +116,17 @@ class RecoveryState:
       checkpoint (0: the one written at start); never more than `completed_rounds`. `client_manifests[name]`
       is the entry (size, SHA-256) of that checkpoint's MANIFEST, which the marker records. A retried round
       and a resumed run restore each client from exactly that checkpoint, and a client whose workers die
-      rebuilds them from it: its round is passed along with every `fit` and `evaluate`, so clients
+      (or a lost client's new actor) rebuilds them from it: its round is passed along with every `fit` and
+      `evaluate`, so clients
       remember none of it themselves.
     - `stragglers[name]` is the unfinished fit of a client dropped for being too slow. Until that fit
       returns the client is busy: not sampled, evaluated or checkpointed (its `client_rounds` entry stays
       behind), and its late update is discarded. Stragglers are not saved: after a resume none is running.
-    Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers excepted.
+    - `lost[name]` says why a client's actor died. Until `rejoin` has recreated it, the client is not
+      sampled, evaluated or checkpointed (its `client_rounds` entry stays behind, which is the checkpoint
+      the new actor restores).
+    Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers and lost clients
+    excepted: after a resume every client is a new actor and none is running.
 
     Crash windows (the driver or its process killed at any point; `--resume` then continues from the
     newest intact committed round, and a run without any commit restarts from its initial model):
@@ -125,15 +143,23 @@ class RecoveryState:
     client_rounds: dict[str, int] = field(default_factory=dict)
     client_manifests: dict[str, FileEntry] = field(default_factory=dict)
     stragglers: dict[str, Any] = field(default_factory=dict)  # client -> the ObjectRef of its dropped fit
+    lost: dict[str, str] = field(default_factory=dict)  # client -> why its actor is gone
 
     def idle(self, names: list[str]) -> list[str]:
-        """`names` less the clients still busy with a dropped fit; a straggler whose fit has ended is free."""
+        """`names` less the clients still busy with a dropped fit and those lost; a straggler whose fit
+        has ended is free again, or lost if that fit ended because its actor died."""
         import ray
 
         for name, ref in list(self.stragglers.items()):
             if ray.wait([ref], timeout=0)[0]:
                 del self.stragglers[name]
-        return [name for name in names if name not in self.stragglers]
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError as err:
+                    self.lost[name] = f"client actor died while a straggler: {type(err).__name__}"
+                except Exception as err:  # noqa: BLE001 - a late fit's own failure: the client is free again
+                    log.info("the late fit of %s failed: %s", name, err)
+        return [name for name in names if name not in self.stragglers and name not in self.lost]
 
     def committed(self, round_number: int, checkpointed: dict[str, FileEntry]) -> None:
         """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`
@@ -188,19 +214,22 @@ class FederationDriver:
         self.strategy = build_strategy(fed.strategy) if plan.federated else None
         self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
         self.clients = {}
+        self.client_options: dict[str, dict] = {}  # name -> the actor options it was started with (`rejoin`)
+        self.client_args: dict[str, tuple] = {}  # name -> its constructor arguments
+        self.client_groups: dict[str, Any] = {}  # name -> the placement group it reserved itself, if any
         self.global_state: State = {}
         self.history: list[dict] = []
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
 
-    def start(self, resume: bool, placement_group=None, logged_rounds: int = 0) -> dict:
+    def start(self, resume: bool, placement_group=None, logged_rounds: int = 0) -> list[str]:
         """Start the clients (failing fast on a node group that cannot host one), then load or make the
         global model. Separate from __init__ so a CrossfedError reaches the caller as itself.
 
         With `resume`, the newest committed round whose every file is intact is restored (`logged_rounds`:
         how many rounds MLflow holds for the run, so that missing storage is not mistaken for a run that
-        never committed). Returns what the caller logs: `fingerprints` (the data tags each client computed
-        at its site) and `notes` (one line on damaged rounds skipped)."""
+        never committed). Each client first checks, from its node, that it can reach the run storage.
+        Returns the notes the caller logs (one line on damaged rounds skipped)."""
         import ray
 
         config, plan = self.config, self.plan
@@ -214,18 +243,18 @@ class FederationDriver:
         for spec in plan.clients:
             if placement_group is None:
                 free = placement.check_feasible(spec.cluster, spec.name, free)
+            self.client_options[spec.name] = placement.client_actor_options(spec.cluster, placement_group,
+                                                                            bundle_offset)
             given = (placement_group, bundle_offset) if placement_group is not None else None
             bundle_offset += spec.cluster.workers
-            selector = placement.label_selector(spec.cluster) if placement_group is None else None
-            self.clients[spec.name] = client_cls.options(label_selector=selector).remote(
-                config, spec.name, spec.experiments, spec.cluster, self.run.location, sum(plan.steps_per_round),
-                given,
-            )
-        fingerprints = {}
-        for tags in ray.get([client.site_report.remote() for client in self.clients.values()]):
-            fingerprints.update(tags)
+            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster, self.run.location,
+                                           sum(plan.steps_per_round), given)
+            self.clients[spec.name] = client_cls.options(**self.client_options[spec.name]).remote(
+                *self.client_args[spec.name])
+        ray.get([client.check_storage.remote() for client in self.clients.values()])
         chosen, notes = self.newest_intact_round(logged_rounds) if resume else (None, [])
-        ray.get([client.start.remote() for client in self.clients.values()])
+        groups = ray.get([client.start.remote() for client in self.clients.values()])
+        self.client_groups = dict(zip(self.clients, groups))
         if chosen is not None:
             self._restore(chosen)
         else:
@@ -233,13 +262,19 @@ class FederationDriver:
             # Round 0 is committed like any other: a run stopped before round 1 resumes from the initial
             # model, and a retried first round starts from exactly where the first attempt did.
             self.commit(0, ray.get(first.shared_state.remote(plan.shared)), None)
-        return {"fingerprints": fingerprints, "notes": notes}
+        return notes
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _build_privacy(self):
         from crossfed.federation.privacy import CentralPrivacy
 
-        return CentralPrivacy(self.config.federation.privacy, total_clients=len(self.plan.clients))
+        fed = self.config.federation
+        return CentralPrivacy(fed.privacy, total_clients=len(self.plan.clients), expected_clients=fed.clients_per_round)
+
+    def _protects_clients(self) -> bool:
+        """Under DP (and unless `per_client_metrics`): nothing about single clients or who took part
+        leaves the driver: no per-client metrics, counts, traffic or timings in the record."""
+        return self.privacy is not None and not self.config.federation.privacy.per_client_metrics
 
     def newest_intact_round(self, logged_rounds: int) -> tuple[checkpoint.RoundCheckpoint | None, list[str]]:
         """The newest committed round whose files (the driver's, and every client's, each checked at its own
@@ -313,55 +348,117 @@ class FederationDriver:
         """Run the next round (retrying it if too few clients answer) and checkpoint it; its record."""
         fed = self.config.federation
         round_number = self.recovery.completed_rounds + 1
+        if self.privacy is not None:
+            self.privacy.check_budget(round_number)
         for attempt in range(fed.max_round_retries + 1):
-            record = self._attempt_round(round_number, attempt)
+            record = self._attempt_round(round_number, attempt, last=attempt == fed.max_round_retries)
             if record is not None:
                 return record
-            log.warning("round %d: too few client updates, retrying (%d/%d)", round_number, attempt + 1,
-                        fed.max_round_retries)
+            if attempt < fed.max_round_retries:
+                log.warning("round %d: retrying (%d/%d)", round_number, attempt + 1, fed.max_round_retries)
         raise CrossfedError(
             f"round {round_number}: fewer than federation.min_clients={self._min_clients()} clients returned an "
             f"update in {fed.max_round_retries + 1} attempt(s); see the client errors in the log"
         )
 
-    def _attempt_round(self, round_number: int, attempt: int) -> dict | None:
-        """The steps in order; None when too few clients answered (the round is to be retried)."""
+    def _attempt_round(self, round_number: int, attempt: int, *, last: bool = True) -> dict | None:
+        """The steps in order; None when the round is to be retried: too few clients answered, or (unless
+        this is the `last` attempt) too few updates passed validation."""
         started = time.perf_counter()
+        rejoined = self.rejoin()
         sampled = self.sample(round_number)
         fits = self.broadcast(sampled, round_number, retry=attempt > 0)
         collected = self.collect(fits, round_number)
         fit_wall_s = time.perf_counter() - started
         if len(collected.payloads) < self._min_clients():
+            log.warning("round %d: %d of %d sampled clients returned an update (min_clients=%d)", round_number,
+                        len(collected.payloads), len(sampled), self._min_clients())
             return None
         aggregation_started = time.perf_counter()
         updates = collected.updates()
         accepted, rejected = self.validate(updates)
-        updates, noise = self.privatise(accepted, round_number)
-        new_global = self.aggregate(updates, noise)
+        if len(accepted) < self._min_clients():
+            if not last:
+                log.warning("round %d: %d of %d updates passed validation (min_clients=%d)", round_number,
+                            len(accepted), len(updates), self._min_clients())
+                return None
+            log.warning("round %d: %d of %d updates passed validation in the last attempt; the round goes on "
+                        "with %s", round_number, len(accepted), len(updates),
+                        "them" if accepted else "no update: the global model stays as it was")
+        if accepted:
+            updates, noise = self.privatise(accepted, round_number)
+            new_global = self.aggregate(updates, noise)
+        else:
+            new_global = self.global_state
         aggregation_s = time.perf_counter() - aggregation_started
-        evaluations = self.evaluate(new_global)
+        # Under DP no validation metric leaves a client unless it is to be released noised (or unprotected).
+        protected = self._protects_clients()
+        evaluations = {} if protected and not self.privacy.releases_metrics else self.evaluate(new_global)
         record = {
             "round": round_number,
             "clients/sampled": len(sampled),
             "clients/updated": len(accepted),
             "clients/dropped": len(collected.dropped),
             "clients/rejected": len(rejected),
+            "clients/rejoined": len(rejoined),
             "round/attempt": attempt,
             **self._traffic_and_time(sampled, collected, new_global, fit_wall_s, aggregation_s),
             **self._metric_record(collected.payloads, evaluations),
         }
+        if protected:
+            record = self._protected_record(round_number, evaluations)
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
-        self.commit(round_number, new_global, record, round_started=started)
+            record["privacy/delta"] = self.config.federation.privacy.delta
+        self.commit(round_number, new_global, record, round_started=None if protected else started)
         return record
 
     def _min_clients(self) -> int:
-        return min(self.config.federation.min_clients, len(self.plan.clients)) if self.plan.federated else 1
+        if not self.plan.federated:
+            return 1
+        needed = min(self.config.federation.min_clients, len(self.plan.clients))
+        if self.privacy is not None:  # Poisson: a round runs with whoever was drawn; redrawing would bias q
+            needed = min(needed, len(self.privacy.draw(list(self.clients), self.recovery.completed_rounds + 1)))
+        return needed
+
+    def rejoin(self) -> list[str]:
+        """0. Recreate every lost client (its actor died) as a new actor and resynchronise it: it restores
+        its last checkpoint (`RecoveryState.client_rounds`) and loads the global model, as a client whose
+        worker died does. A client that cannot be started yet (its node group is still releasing the dead
+        actor's workers, or is gone) stays lost, and the round goes on without it. The names that rejoined."""
+        import ray
+
+        rejoined = []
+        self.recovery.idle(list(self.clients))  # a straggler whose fit ended with its actor's death is lost too
+        for name, why in list(self.recovery.lost.items()):
+            with contextlib.suppress(Exception):
+                ray.kill(self.clients[name], no_restart=True)  # whatever is left of the old actor
+            placement.remove_and_wait(self.client_groups.pop(name, None))  # outlives its actor otherwise
+            client = client_actor_class().options(**self.client_options[name]).remote(*self.client_args[name])
+            try:
+                self.client_groups[name] = ray.get(client.start.remote())
+                ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
+            except Exception as err:  # noqa: BLE001 - tried again at the next round
+                log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)
+                with contextlib.suppress(Exception):
+                    ray.get(client.shutdown.remote(), timeout=60)
+                ray.kill(client, no_restart=True)
+                continue
+            log.warning("client %s rejoined (a new actor, from its round-%s checkpoint) after: %s", name,
+                        self.recovery.client_rounds.get(name), why)
+            self.clients[name] = client
+            del self.recovery.lost[name]
+            rejoined.append(name)
+        return rejoined
 
     def sample(self, round_number: int) -> list[str]:
-        """1. The clients that train this round: idle ones, `clients_per_round` of them if set."""
+        """1. The clients that train this round: idle ones, `clients_per_round` of them if set. Under DP the
+        Poisson draw over all clients (the same in every attempt of the round), less the busy ones."""
+        idle = self.recovery.idle(list(self.clients))
+        if self.privacy is not None:
+            return [name for name in self.privacy.draw(list(self.clients), round_number) if name in idle]
         wanted = self.config.federation.clients_per_round if self.plan.federated else None
-        return sample_clients(self.recovery.idle(list(self.clients)), wanted, self.config.seed, round_number)
+        return sample_clients(idle, wanted, self.config.seed, round_number)
 
     def broadcast(self, sampled: list[str], round_number: int, *, retry: bool = False) -> dict:
         """2. Start local training on the sampled clients; {fit ObjectRef: client}. The global weights go
@@ -376,11 +473,20 @@ class FederationDriver:
         steps = self.plan.steps_per_round[round_number - 1]
         proximal_mu = float(self.strategy.client_options().get("proximal_mu", 0.0)) if self.strategy else 0.0
         global_ref = ray.put(self.global_state)
+        options = self._fit_privacy_options()
         return {
-            self.clients[name].fit.remote([global_ref], self.plan.shared, steps, proximal_mu, checkpoint_of.get(name)):
-                name
+            self.clients[name].fit.remote([global_ref], self.plan.shared, steps, proximal_mu, checkpoint_of.get(name),
+                                          **options): name
             for name in sampled
         }
+
+    def _fit_privacy_options(self) -> dict:
+        """Under DP each client clips its update before sending it, and sends no metrics unless
+        `per_client_metrics` (FederationClient.fit)."""
+        if self.privacy is None:
+            return {}
+        cfg = self.config.federation.privacy
+        return {"privacy": {"clip_norm": cfg.clip_norm, "metrics": cfg.per_client_metrics}}
 
     def collect(self, fits: dict, round_number: int) -> Collected:
         """3. The updates that arrive within `round_timeout_s`. A client that failed, whose actor died, or
@@ -395,7 +501,7 @@ class FederationDriver:
             try:
                 payload = ray.get(ref)
             except ray.exceptions.RayActorError as err:  # the client actor itself died
-                collected.dropped[name] = f"client actor died: {type(err).__name__}"
+                collected.dropped[name] = self.recovery.lost[name] = f"client actor died: {type(err).__name__}"
                 continue
             if "failed" in payload:
                 collected.dropped[name] = payload["failed"]
@@ -410,29 +516,29 @@ class FederationDriver:
         return collected
 
     def validate(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
-        """4. (accepted updates, [(client, why rejected)]); too few accepted is an error. A baseline's
-        single update is taken as it is."""
+        """4. (accepted updates, [(client, why rejected)]). Too few accepted is the round's to handle
+        (retry, then go on with those accepted). A baseline's single update is taken as it is. Under DP the
+        driver clips every update before checking it, and checks each alone (no norm comparison between
+        clients; federation/privacy.py)."""
         if self.strategy is None:
             return updates, []
         from crossfed.federation.validation import validate_updates
 
-        accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation)
+        if self.privacy is not None:
+            updates = self.privacy.clip(self.global_state, updates)
+        accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation,
+                                              compare_norms=self.privacy is None)
         for name, why in rejected:
             log.warning("rejected update from %s: %s", name, why)
-        if len(accepted) < self._min_clients():
-            raise CrossfedError(
-                f"only {len(accepted)} of {len(updates)} client updates passed validation "
-                f"(min_clients={self._min_clients()}): " + "; ".join(f"{k}: {v}" for k, v in rejected)
-            )
         return accepted, rejected
 
     def privatise(self, updates: list[ClientUpdate], round_number: int):
-        """5. Central DP: (the updates clipped, all weighted alike; the noise for the aggregate delta, drawn
-        from (seed, round) so a resumed or retried round adds the same). Without DP: (updates, None)."""
+        """5. Central DP: (the updates clipped, all weighted alike; the noise for the aggregate delta: the
+        mean over the expected number of clients, plus Gaussian noise from OS entropy, so nothing logged
+        regenerates it). Without DP: (updates, None)."""
         if self.privacy is None:
             return updates, None
-        rng = np.random.default_rng([self.config.seed, round_number, 7])
-        return self.privacy.privatize(self.global_state, updates), self.privacy.perturbation(len(updates), rng)
+        return self.privacy.privatize(self.global_state, updates), self.privacy.perturbation(len(updates))
 
     def aggregate(self, updates: list[ClientUpdate], noise=None) -> State:
         """6. The next global weights: the strategy's aggregate (noised by `noise` before its server step);
@@ -442,7 +548,8 @@ class FederationDriver:
         return self.strategy.aggregate(self.global_state, updates, perturb_delta=noise)
 
     def evaluate(self, new_global: State) -> dict[str, dict]:
-        """7. {client: validation metrics} of the new global model on every idle client, within the timeout."""
+        """7. {client: validation metrics} of the new global model on every idle client, within the timeout.
+        A client whose actor dies meanwhile is lost: left out here, and of the round's checkpoints."""
         import ray
 
         new_ref = ray.put(new_global)
@@ -451,7 +558,14 @@ class FederationDriver:
             for name in self.recovery.idle(list(self.clients))
         }
         done, _ = wait_until(list(futures), self.config.federation.round_timeout_s)
-        return {futures[ref]: ray.get(ref) for ref in done}
+        evaluations = {}
+        for ref in done:
+            try:
+                evaluations[futures[ref]] = ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                self.recovery.lost[futures[ref]] = f"client actor died in evaluation: {type(err).__name__}"
+                log.warning("client %s died in evaluation: %s", futures[ref], type(err).__name__)
+        return evaluations
 
     def commit(self, round_number: int, new_global: State, record: dict | None, *,
                round_started: float | None = None) -> None:
@@ -474,8 +588,8 @@ class FederationDriver:
             **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
             "privacy": self.privacy.state_dict() if self.privacy is not None else {},
-            # client sampling and DP noise are drawn from (seed, round); the training RNGs are in
-            # each client's checkpoint
+            # client sampling is drawn from (seed, round) (under DP sampling and noise come from OS
+            # entropy, kept nowhere); the training RNGs are in each client's checkpoint
             "rng": {"seed": self.config.seed},
             "history": history,
         }
@@ -500,7 +614,7 @@ class FederationDriver:
 
     def _traffic_and_time(self, sampled: list[str], collected: Collected, new_global: State, fit_wall_s: float,
                           aggregation_s: float) -> dict[str, float]:
-        compute_s = max(p["compute_s"] for p in collected.payloads.values())
+        compute_s = max((p["compute_s"] for p in collected.payloads.values()), default=0.0)
         return {
             "bytes/sent": state_nbytes(new_global) * len(sampled),
             "bytes/received": sum(state_nbytes(p["state"]) for p in collected.payloads.values()),
@@ -527,17 +641,34 @@ class FederationDriver:
             record[f"global/val_{key}"] = float(np.mean(values))
         return record
 
+    def _protected_record(self, round_number: int, evaluations: dict[str, dict]) -> dict[str, float]:
+        """The record under DP: the round and, with `metric_noise_multiplier`, the global validation
+        metrics as noised means over all clients (counted by the accountant)."""
+        record = {"round": round_number}
+        if self.privacy.releases_metrics:
+            from crossfed.federation.rounds import validation_metric_keys
+
+            means = self.privacy.noised_metric_means(evaluations, validation_metric_keys(self.config))
+            record.update({f"global/val_{key}": value for key, value in means.items()})
+        return record
+
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
         """Write the final global state and have each client export its full model; return their paths
-        and each client's footprint."""
+        and each client's footprint (none under DP: it would tell how often each client took part). A client
+        lost in the last round rejoins first (from its last checkpoint and the final global model); one that
+        cannot is left out, with a warning."""
         import ray
 
         path = self.run.url("global_final.npz")
         save_state(path, self.global_state)
-        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()}
-        footprints = {}
-        for name, client in self.clients.items():
+        self.rejoin()
+        for name, why in self.recovery.lost.items():
+            log.warning("client %s exports no final model: %s", name, why)
+        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()
+                         if name not in self.recovery.lost}
+        footprints = {}  # since each client actor started (a rejoined client's count starts again)
+        for name, client in ({} if self._protects_clients() else self.clients).items():
             try:
                 footprints[name] = ray.get(client.footprint.remote())
             except Exception as err:  # noqa: BLE001 - a footprint is reported "where available"
@@ -547,12 +678,16 @@ class FederationDriver:
     def shutdown(self) -> None:
         import ray
 
-        for client in self.clients.values():
+        for name, client in self.clients.items():
+            if name in self.recovery.lost:  # dead: its placement group outlives it unless removed here
+                placement.remove_and_wait(self.client_groups.get(name), timeout_s=0)
+                continue
             try:
                 ray.get(client.shutdown.remote(), timeout=60)
             except Exception as err:  # noqa: BLE001 - tear down the rest anyway
                 log.warning("client shutdown: %s", err)
             ray.kill(client, no_restart=True)
+
 
 def driver_actor_class():
     import ray

@@ -19,6 +19,18 @@ def label_selector(cluster: ClusterConfig) -> dict[str, str] | None:
     return {EXPERIMENT_LABEL: cluster.node_group} if cluster.node_group else None
 
 
+def client_actor_options(cluster: ClusterConfig, placement_group=None, bundle_index: int = 0) -> dict:
+    """Where a client actor runs: on its node group (label selector), or inside a caller's placement group
+    (a Tune trial's) in its first worker's bundle, which that group's `bundle_label_selector` pins to the
+    node group. Either way on its experiment's nodes, beside its workers and its checkpoints."""
+    if placement_group is None:
+        return {"label_selector": label_selector(cluster)}
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group,
+                                                                    placement_group_bundle_index=bundle_index)}
+
+
 def worker_bundle(cluster: ClusterConfig) -> dict[str, float]:
     bundle = {"CPU": float(cluster.cpus_per_worker)}
     if cluster.gpus_per_worker:
@@ -105,3 +117,21 @@ def create_worker_placement_group(cluster: ClusterConfig, client: str):
             f"of {worker_bundle(cluster)} within {READY_TIMEOUT_S:g}s"
         )
     return group
+
+
+def remove_and_wait(group, timeout_s: float = 60.0) -> None:
+    """Remove a placement group (None: nothing to do) and return once Ray has released its resources, so
+    that a feasibility check right after sees them free again."""
+    if group is None:
+        return
+    import time
+
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 - already removed
+        return
+    deadline = time.monotonic() + timeout_s
+    while placement_group_table(group).get("state") != "REMOVED" and time.monotonic() < deadline:
+        time.sleep(0.2)

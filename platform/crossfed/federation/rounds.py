@@ -4,16 +4,30 @@
 - local: one client on one experiment (`experiment=`), `training.steps` steps split over the rounds.
 - centralized: one client holding every experiment's events (the pooled baseline), same steps.
 Baselines share every parameter group (nothing is private from oneself) and skip strategy and DP.
+
+What a run leaves behind, whatever happens to it:
+- bad input (a config the plan refuses, a node group that cannot host its client, a data file that is
+  no ROOT file or lacks a branch) is found before the MLflow run or the run folder exist: nothing is left;
+- a failure after that ends the MLflow run FAILED with the error as its description (mlflow.note.content);
+- SIGINT or SIGTERM abandons the round in progress, ends the run KILLED and raises `FederationInterrupted`
+  naming the last committed round; `--resume` continues from there. A run left RUNNING by a process that
+  is gone (killed with SIGKILL, a lost node) is taken over by `--resume`; one whose process still runs is
+  refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import signal
+import socket
+import threading
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
-from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.errors import CrossfedError, innermost_cause, one_line_reason
 from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
@@ -37,6 +51,10 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
             raise CrossfedError(f"experiments.{name}.pretrain: no pre-training dataset configured")
     if mode == "federated":
         clients = [ClientSpec(name, [name], exp.cluster) for name, exp in config.experiments.items()]
+        if fed.privacy.enabled:
+            from crossfed.federation.privacy import check_planned_budget
+
+            check_planned_budget(fed.privacy, len(clients), fed.clients_per_round, fed.rounds)
         return RoundPlan(clients, list(fed.shared), [fed.local_steps] * fed.rounds, federated=True)
     # Baselines: training.steps in total, spread over the rounds so that they log per-round curves too.
     rounds = min(fed.rounds, config.training.steps)
@@ -52,27 +70,81 @@ def plan_rounds(config: RunConfig, mode: str, experiment: str | None) -> RoundPl
     return RoundPlan(clients, ALL_GROUPS, steps, federated=False)
 
 
+class FederationInterrupted(CrossfedError):
+    """SIGINT or SIGTERM stopped the run after `completed_round`; its MLflow run is KILLED, and resumable."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, completed_round: int):
+        self.run_id, self.completed_round = run_id, completed_round
+        super().__init__(f"interrupted after round {completed_round}: continue with --resume {run_id}")
+
+
+PROCESS_TAG = "crossfed.process"  # which process runs the federation: {"host", "pid", "started"}
+
+
+def this_process() -> dict:
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def process_alive(owner: dict, run_id: str) -> bool:
+    """Whether the process `owner` (a run's PROCESS_TAG) still runs: on this host by its pid and start
+    time (a reused pid is another process); elsewhere by its driver actor in this Ray cluster."""
+    import psutil
+    import ray
+
+    if owner.get("host") == socket.gethostname():
+        with contextlib.suppress(psutil.Error):
+            return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) < 1e-3
+        return False
+    with contextlib.suppress(ValueError):
+        ray.get_actor(driver_name(run_id))
+        return True
+    return False
+
+
+def driver_name(run_id: str) -> str:
+    """The driver actor's name, so an operator (or a test) finds a running federation with ray.get_actor."""
+    return f"crossfed-driver-{run_id}"
+
+
 # Keys a resumed run may change: how long it goes on and how it is run, never what it computes.
 RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_timeout_s",
                   "federation.max_round_retries", "checkpoint.", "tracking.", "data.cache_dir")
 
 
 @contextlib.contextmanager
-def tracking_run(config: RunConfig, mode: str, resume_id: str | None, parent_run_id: str | None,
-                 run_name: str | None):
-    """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params
-    and tags are already there."""
+def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags: dict[str, str],
+                 parent_run_id: str | None, run_name: str | None):
+    """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params and
+    tags are already there. `data_tags`: the data fingerprints, computed at each client's site.
+
+    A run to resume that MLflow still shows RUNNING is taken over when the process that ran it is gone,
+    and refused while it runs. Either way the run is marked as this process's.
+    """
     import mlflow
 
     from crossfed import tracking
 
     if resume_id is None:
         with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
-                                parent_run_id=parent_run_id) as run:
+                                parent_run_id=parent_run_id, nested_tags=data_tags) as run:
+            mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
             yield run
         return
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
+    found = mlflow.get_run(resume_id)
+    if found.info.status == "RUNNING":
+        owner = json.loads(found.data.tags.get(PROCESS_TAG, "{}"))
+        if owner and process_alive(owner, resume_id):
+            raise CrossfedError(f"run {resume_id} is still running (process {owner['pid']} on {owner['host']}); "
+                                "stop it before resuming, or wait for it")
+        log.warning("run %s was left RUNNING by process %s on %s, which is gone: taking it over", resume_id,
+                    owner.get("pid", "?"), owner.get("host", "?"))
     with mlflow.start_run(run_id=resume_id) as run:
+        mlflow.set_tags({PROCESS_TAG: json.dumps(this_process()), **data_tags})
         yield run
 
 
@@ -85,11 +157,12 @@ def resumable_run(config: RunConfig, mode: str, resume: str) -> str:
 
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
     found = tracking.find_run(resume)
+    run_id = found.info.run_id
     logged_mode = found.data.tags.get("crossfed.mode")
     if logged_mode and logged_mode != mode:
-        raise CrossfedError(f"run {found.info.run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
+        raise CrossfedError(f"run {run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
     check_resume_config(config, found)
-    return found.info.run_id
+    return run_id
 
 
 def check_resume_config(config: RunConfig, run) -> None:
@@ -107,14 +180,6 @@ def check_resume_config(config: RunConfig, run) -> None:
         raise CrossfedError(
             f"cannot resume run {run.info.run_id} with a different config: {shown}{more}; only "
             f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} may change")
-
-
-def logged_rounds(run_id: str) -> int:
-    """The last round MLflow holds for a run (0: none)."""
-    import mlflow
-
-    history = mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")
-    return max((m.step for m in history), default=0)
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
@@ -152,37 +217,82 @@ def run_federation(
     plan = plan_rounds(config, mode, experiment)
     resume_id = resumable_run(config, mode, resume) if resume is not None else None
     Storage(storage_root(config.output_dir))  # an unknown scheme or a missing s3fs: one line, nothing logged
-    with connect_ray(address):
+    with connect_ray(address), interrupted_by_sigterm():
+        # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
-            _check_node_groups(plan)  # before anything is logged or written; the driver checks again
-        return _run_tracked(config, plan, mode, resume_id, on_round, placement_group, parent_run_id, run_name,
-                            register_model)
+            _check_node_groups(plan)  # the driver checks again, with what is free then
+        fingerprints = check_data_at_its_site(config, plan)
+        return _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id,
+                            run_name, register_model)
 
 
-def _run_tracked(config, plan, mode, resume_id, on_round, placement_group, parent_run_id, run_name,
+@contextlib.contextmanager
+def interrupted_by_sigterm():
+    """SIGTERM raises KeyboardInterrupt, as SIGINT does, so that both end a run the same way (KILLED,
+    resumable). Only in the main thread, where Python delivers signals (a Tune trial runs in another)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, interrupt)  # Ray's ray.init installed sys.exit(SIGTERM) here
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id, run_name,
                  register_model) -> FederationResult:
     import mlflow
 
-    root = storage_root(config.output_dir)
-    with tracking_run(config, mode, resume_id, parent_run_id, run_name) as run:
+    with tracking_run(config, mode, resume_id, fingerprints, parent_run_id, run_name) as run:
         run_id = run.info.run_id
-        location = f"{root}/{run_id}"
-        mlflow.set_tag("crossfed.storage", location)
-        rounds_logged = logged_rounds(run_id) if resume_id is not None else 0
-        driver, started = _start_driver(config, plan, location, resume_id is not None, placement_group,
-                                        rounds_logged)
+        progress = {"round": None}  # the last round known to be committed, for the interruption message
         try:
-            for note in started["notes"]:
-                log.warning("%s", note)
-            mlflow.set_tags(started["fingerprints"])  # computed by each client at its site
-            history = _run_rounds(driver, plan, on_round)
-            final = _get(driver.finish.remote())
-        finally:
-            _stop_driver(driver)
-        for client, footprint in final["footprints"].items():
-            mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
-        _log_final_model(config, run_id, final["global_state_path"], register_model)
-        return FederationResult(run_id, location, final["global_state_path"], history, final["client_models"])
+            return _run_started(config, plan, run_id, resume_id is not None, on_round, placement_group,
+                                register_model, progress)
+        except KeyboardInterrupt:
+            completed = progress["round"] if progress["round"] is not None else _last_logged_round(run_id)
+            stopped = FederationInterrupted(run_id, completed)
+            mlflow.set_tag("mlflow.note.content", str(stopped))
+            mlflow.end_run("KILLED")
+            raise stopped from None
+        except BaseException as err:
+            mlflow.set_tag("mlflow.note.content", f"failed: {one_line_reason(err)}")
+            raise
+
+
+def _run_started(config, plan, run_id, resume: bool, on_round, placement_group, register_model,
+                 progress) -> FederationResult:
+    import mlflow
+
+    location = f"{storage_root(config.output_dir)}/{run_id}"
+    mlflow.set_tag("crossfed.storage", location)
+    rounds_logged = _last_logged_round(run_id) if resume else 0
+    driver = _start_driver(config, plan, location, run_id, resume, placement_group, rounds_logged)
+    try:
+        history = _run_rounds(driver, plan, on_round, run_id, progress)
+        final = _get(driver.finish.remote())
+    except KeyboardInterrupt:
+        _ask_committed_round(driver, progress)
+        raise
+    finally:
+        _stop_driver(driver)
+    for client, footprint in final["footprints"].items():
+        mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
+    _log_final_model(config, run_id, final["global_state_path"], register_model)
+    return FederationResult(run_id, location, final["global_state_path"], history, final["client_models"])
+
+
+def _ask_committed_round(driver, progress: dict) -> None:
+    """The driver's last committed round (it may have committed one more than this process has seen)."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        progress["round"], _ = ray.get(driver.state.remote(), timeout=10)
 
 
 def _check_node_groups(plan: RoundPlan) -> None:
@@ -191,6 +301,48 @@ def _check_node_groups(plan: RoundPlan) -> None:
     free = None
     for spec in plan.clients:
         free = check_feasible(spec.cluster, spec.name, free)
+
+
+def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]:
+    """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
+    one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
+    file is found before any run or folder is made. All problems, one line each; exit code 2. Returns the
+    data's fingerprints, computed there too (the tags `crossfed.data.<experiment>.<dataset>`): the process
+    that starts the run never opens the data.
+
+    Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
+    pyarrow (through awkward) was seen to abort on its way out, printing a C++ stack trace at the user.
+    """
+    import ray
+
+    from crossfed.federation.placement import label_selector
+
+    checker = ray.remote(num_cpus=0)(DataChecker)
+    # "DEFAULT": not captured by a caller's placement group (a Tune trial's), whose bundles are all taken
+    actors = [checker.options(label_selector=label_selector(spec.cluster), scheduling_strategy="DEFAULT").remote()
+              for spec in plan.clients]
+    try:
+        found = _get([actor.report.remote(config, spec.experiments) for actor, spec in zip(actors, plan.clients)])
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    problems = [problem for client_problems, _ in found for problem in client_problems]
+    if problems:
+        raise CrossfedError(problems[0] if len(problems) == 1 else
+                            f"{len(problems)} problems with the data\n  " + "\n  ".join(problems))
+    return {tag: value for _, tags in found for tag, value in tags.items()}
+
+
+class DataChecker:
+    """Ray actor (see `check_data_at_its_site`): one client's data checks and fingerprints, on its node group."""
+
+    def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The problems with these experiments' data; when there are none, its fingerprints."""
+        from crossfed.data.checks import check_experiment
+        from crossfed.tracking import dataset_fingerprints
+
+        problems = [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
+        return problems, {} if problems else dataset_fingerprints(config, experiments)
 
 
 def _get(ref):
@@ -202,24 +354,25 @@ def _get(ref):
         raise unwrap_ray_error(err) from None
 
 
-def _start_driver(config: RunConfig, plan: RoundPlan, location: str, resume: bool, placement_group,
+def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str, resume: bool, placement_group,
                   rounds_logged: int):
-    """The driver actor, started; and what its start reports (data fingerprints, notes). It runs on this
-    process's node, which needs no access to any experiment's data: the clients read and fingerprint it."""
+    """The driver actor, started, with its notes (damaged rounds skipped) logged. It runs on this process's
+    node, which needs no access to any experiment's data: only the clients (and the checks at their sites
+    before them) read it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    # Named, so an operator (or a test) can find a running federation: ray.get_actor("crossfed-driver-<run id>").
-    run_id = location.rstrip("/").rsplit("/", 1)[-1]
-    driver = driver_actor_class().options(scheduling_strategy=here, name=f"crossfed-driver-{run_id}").remote(
+    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_id)).remote(
         config, plan, location)
     try:
-        started = _get(driver.start.remote(resume, placement_group, rounds_logged))
+        notes = _get(driver.start.remote(resume, placement_group, rounds_logged))
     except BaseException:
         _stop_driver(driver)
         raise
-    return driver, started
+    for note in notes:
+        log.warning("%s", note)
+    return driver
 
 
 def _stop_driver(driver) -> None:
@@ -230,17 +383,47 @@ def _stop_driver(driver) -> None:
     ray.kill(driver, no_restart=True)
 
 
-def _run_rounds(driver, plan: RoundPlan, on_round) -> list[dict]:
-    import mlflow
-
+def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) -> list[dict]:
     completed, history = _get(driver.state.remote())
+    progress["round"] = completed
+    _log_unlogged_rounds(run_id, history)
     for _ in range(completed, len(plan.steps_per_round)):
         record = _get(driver.run_round.remote())
-        mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "round"}, step=record["round"])
+        progress["round"] = record["round"]
+        _log_round(record)
         history.append(record)
         if on_round is not None:
             on_round(record["round"], record)
     return history
+
+
+def _log_round(record: dict) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "round"}, step=record["round"])
+
+
+def _logged_rounds(run_id: str) -> set[int]:
+    """The rounds MLflow has a record of: every record holds `clients/sampled`, under DP `privacy/epsilon`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    return {m.step for key in ("clients/sampled", "privacy/epsilon") for m in client.get_metric_history(run_id, key)}
+
+
+def _last_logged_round(run_id: str) -> int:
+    """The last round MLflow has metrics of (0: none): an interruption while a resumed run's clients
+    were still starting is reported after that round."""
+    return max(_logged_rounds(run_id), default=0)
+
+
+def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
+    """A resumed run's committed rounds whose metrics never reached MLflow (the process was killed between
+    the driver's commit and the logging): logged now, so that nothing completed is lost."""
+    logged = _logged_rounds(run_id)
+    for record in history:
+        if record["round"] not in logged:
+            _log_round(record)
 
 
 FINAL_MODEL_ARTIFACT = "model"
@@ -257,11 +440,21 @@ def _log_final_model(config: RunConfig, run_id: str, global_state_path: str, reg
         mlflow.set_tag("crossfed.model_version", version)
 
 
-def round_metric_names(config: RunConfig) -> list[str]:
-    """The global metrics every round reports, whatever the clients: what a sweep may optimise."""
+def validation_metric_keys(config: RunConfig) -> list[str]:
+    """What each client's evaluation reports: `loss` and every task's metrics as `<task>/<metric>`."""
     from crossfed.tasks import get_task
 
-    names = ["global/val_loss"]
-    for task in config.training.tasks:
-        names += [f"global/val_{task}/{metric}" for metric in get_task(task).metrics]
-    return names + ["bytes/sent", "bytes/received", "time/local_compute_s", "time/transfer_s", "time/aggregation_s"]
+    return ["loss"] + [f"{task}/{metric}" for task in config.training.tasks for metric in get_task(task).metrics]
+
+
+def round_metric_names(config: RunConfig) -> list[str]:
+    """The global metrics every round of a federation reports, whatever the clients: what a sweep may
+    optimise. Under DP only the noised validation metrics (with `metric_noise_multiplier`) and ε, unless
+    `per_client_metrics`."""
+    validation = [f"global/val_{key}" for key in validation_metric_keys(config)]
+    privacy = config.federation.privacy
+    if privacy.enabled and not privacy.per_client_metrics:
+        return (validation if privacy.metric_noise_multiplier is not None else []) + ["privacy/epsilon"]
+    names = validation + ["bytes/sent", "bytes/received", "time/local_compute_s", "time/transfer_s",
+                          "time/aggregation_s"]
+    return names + (["privacy/epsilon"] if privacy.enabled else [])

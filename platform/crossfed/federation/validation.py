@@ -7,6 +7,8 @@ Norm outlier: ‖state − global‖ (L2 over all shared tensors) above `max_nor
   neither can tell which is right, but a blown-up update is the usual failure);
 - with 1 there is nothing to compare to, and it is kept.
 A reference norm of 0 (the others did not move) gives no scale to judge by, and the update is kept.
+Under central DP the driver clips the updates first and turns the norm check off (`compare_norms=False`):
+every remaining check looks at one update alone, as the privacy analysis needs (federation/privacy.py).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def structural_problem(global_state: State, update: ClientUpdate) -> str | None:
 
 
 def validate_updates(
-    global_state: State, updates: list[ClientUpdate], cfg: UpdateValidationConfig
+    global_state: State, updates: list[ClientUpdate], cfg: UpdateValidationConfig, *, compare_norms: bool = True
 ) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
-    """(accepted updates, [(client, reason), ...] for the rejected ones), in the input order."""
+    """(accepted updates, [(client, reason), ...] for the rejected ones), in the input order.
+    `compare_norms=False`: no norm-outlier check (it judges each update by the others')."""
     rejected: list[tuple[str, str]] = []
     sound: list[ClientUpdate] = []
     for update in updates:
@@ -50,6 +53,8 @@ def validate_updates(
         else:
             sound.append(update)
 
+    if not compare_norms:
+        return sound, rejected
     norms = [update_norm(global_state, u.state) for u in sound]
     accepted = []
     for i, update in enumerate(sound):

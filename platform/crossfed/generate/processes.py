@@ -20,6 +20,11 @@ QUIET_SETTINGS = (
     "Next:numberShowProcess = 0",
 )
 
+# Pythia's end-of-event self-check (momentum and charge conservation, history links) takes 3 to 9 % of its
+# time and never changes an event that passes it (tests/generate/test_pythia_settings.py); the one failure
+# that would matter to us, a non-finite momentum, is caught in core._select instead.
+SPEED_SETTINGS = ("Check:event = off",)
+
 LEPTONIC_W = ("24:onMode = off", "24:onIfAny = 11 13 15")
 LEPTONIC_Z = ("23:onMode = off", "23:onIfAny = 11 13 15")
 
@@ -56,6 +61,17 @@ PROCESSES: dict[str, tuple[str, ...]] = {
         "37:onIfMatch = 5 6",
     ),
 }
+
+
+# Processes with top quarks, whose lepton comes from a top's W: generated with forced W decays
+# (decay_filter.py) when the preselection is on. W/Z+jets force their boson's decay in the settings above.
+TOP_PROCESSES = frozenset({"ttbar", "single_top", "tth", "hplus"})
+
+
+def uses_decay_filter(process: str, extra: tuple[str, ...] | list[str], preselect: bool, forced_decays: bool) -> bool:
+    """Forced decays apply to top processes under the preselection, unless the user set W or tau decays."""
+    own_tables = any(s.partition(":")[0].strip().lstrip("-") in ("24", "15") for s in extra)
+    return forced_decays and preselect and process in TOP_PROCESSES and not own_tables
 
 
 def pythia_settings(process: str, extra: tuple[str, ...] | list[str] = ()) -> list[str]:

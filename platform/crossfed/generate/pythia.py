@@ -10,7 +10,7 @@ import numpy as np
 
 from crossfed.errors import CrossfedError
 from crossfed.generate.detector import TruthBatch
-from crossfed.generate.processes import QUIET_SETTINGS
+from crossfed.generate.processes import QUIET_SETTINGS, SPEED_SETTINGS
 
 # Pythia's random seed must lie in 1..900 000 000.
 MAX_PYTHIA_SEED = 900_000_000
@@ -37,7 +37,7 @@ def new_pythia(settings: list[str], seed: int | None = None):
 
     with silenced_stdout():
         pythia = pythia8mc.Pythia("", False)
-        for setting in QUIET_SETTINGS:
+        for setting in (*QUIET_SETTINGS, *SPEED_SETTINGS):  # before the user's: they may turn a check back on
             pythia.readString(setting)
         for setting in settings:
             if not _value_is_meaningful(pythia, setting) or not pythia.readString(setting):
@@ -66,6 +66,15 @@ def _value_is_meaningful(pythia, setting: str) -> bool:
         except ValueError:
             return False
     return True
+
+
+def attach_decay_filter(pythia):
+    """Force the top events' W decays to the channels the preselection needs (decay_filter.py); keep the returned hook."""
+    from crossfed.generate.decay_filter import LeptonicDecayFilter
+
+    hook = LeptonicDecayFilter(pythia)  # Pythia holds only the C++ side: the caller keeps this object alive
+    pythia.setUserHooksPtr(hook)
+    return hook
 
 
 def initialise(pythia, settings: list[str]) -> None:
@@ -99,18 +108,34 @@ def next_batch(pythia, n_events: int) -> tuple[object, int]:
 
 
 class ChargeTable:
-    """Particle charges by PDG id from Pythia's particle data, looked up once per id."""
+    """Particle charges by PDG id from Pythia's particle data, each id looked up once.
+
+    A sorted table searched for each particle: a few hundred distinct ids against ~10^5 particles a batch,
+    cheaper than sorting the particles (np.unique) every time.
+    """
 
     def __init__(self, pythia):
         self._particle_data = pythia.particleData
-        self._charges: dict[int, float] = {}
+        self._ids = np.zeros(0, np.int64)
+        self._charges = np.zeros(0, np.float64)
 
     def __call__(self, pdg_ids: np.ndarray) -> np.ndarray:
-        unique, inverse = np.unique(pdg_ids, return_inverse=True)
-        for pdg in unique.tolist():
-            if pdg not in self._charges:
-                self._charges[pdg] = self._particle_data.charge(pdg)
-        return np.array([self._charges[pdg] for pdg in unique.tolist()], np.float64)[inverse].reshape(-1)
+        position = self._positions(pdg_ids)
+        if position is None:
+            new = np.setdiff1d(pdg_ids, self._ids)
+            ids = np.concatenate([self._ids, new])
+            charges = np.concatenate([self._charges, [self._particle_data.charge(int(pdg)) for pdg in new]])
+            order = np.argsort(ids)
+            self._ids, self._charges = ids[order], charges[order]
+            position = self._positions(pdg_ids)
+        return self._charges[position]
+
+    def _positions(self, pdg_ids: np.ndarray) -> np.ndarray | None:
+        """Where each id sits in the table, or None if some are not in it yet."""
+        if not len(self._ids):
+            return None if len(pdg_ids) else np.zeros(0, np.int64)
+        position = np.minimum(np.searchsorted(self._ids, pdg_ids), len(self._ids) - 1)
+        return position if np.array_equal(self._ids[position], pdg_ids) else None
 
 
 def truth_batch(events, charges: ChargeTable) -> TruthBatch:

@@ -100,11 +100,11 @@ def atlas_branches(events: list[dict], first_event: int) -> dict:
     }
 
 
-def write_root(path: Path, detector: str, events: list[dict], metadata: dict) -> None:
-    """Write reconstructed events in the detector's format (the caller makes it atomic)."""
+def write_root(path: Path, detector: str, events: list[dict], metadata: dict, first_event: int = 1) -> None:
+    """Write reconstructed events in the detector's format, numbered from `first_event` (the caller makes it atomic)."""
     if not events:
         raise CrossfedError(f"{path}: no events to write")
-    branches = cms_branches(events, 1) if detector == "cms" else atlas_branches(events, 1)
+    branches = cms_branches(events, first_event) if detector == "cms" else atlas_branches(events, first_event)
     write_branches(path, detector, branches, metadata)
 
 
@@ -119,6 +119,41 @@ def write_branches(path: Path, detector: str, branches: dict, metadata: dict) ->
         file.mktree(tree, {k: v.type if hasattr(v, "layout") else v.dtype for k, v in branches.items()},
                     counter_name=counter)
         file[tree].extend(branches)
+
+
+def read_arrays(paths: list[Path], detector: str):
+    """The events of files written by `write_branches`, concatenated (flat fields: Jet_pt, lep_pt ...)."""
+    import awkward as ak
+    import uproot
+
+    parts = []
+    for path in paths:
+        with uproot.open(path) as file:
+            parts.append(file[TREE_NAMES[detector]].arrays())
+    return ak.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def read_branches(paths: list[Path], detector: str) -> dict:
+    """The events of files written by `write_branches`, concatenated, as branches to write again."""
+    return group_branches(read_arrays(paths, detector), detector)
+
+
+def group_branches(arrays, detector: str) -> dict:
+    """Flat fields read back (Jet_pt, lep_pt ...) -> records per collection, in the written order, without
+    the counters (nJet, lep_n), which `write_branches` makes again."""
+    import awkward as ak
+
+    is_counter = (lambda f: f.startswith("n") and f[1:2].isupper()) if detector == "cms" else (lambda f: f.endswith("_n"))
+    branches: dict = {}
+    for field in arrays.fields:
+        prefix, _, rest = field.partition("_")
+        if is_counter(field):
+            continue
+        if rest and arrays[field].ndim == 2:
+            branches.setdefault(prefix, {})[rest] = arrays[field]
+        else:
+            branches[field] = arrays[field]
+    return {name: ak.zip(value) if isinstance(value, dict) else value for name, value in branches.items()}
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -3,7 +3,9 @@ pre-training heads (one per task) and an optional fine-tuning classifier.
 
 Parameter names start with the part they belong to — `adapters.<experiment>.`, `backbone.`,
 `heads.<task>.`, `classifier.` — and `parameter_group(name)` maps a name to its group; federation
-shares groups by these names.
+shares groups by these names. With `common_adapter` (a run whose `federation.shared` includes `adapter`)
+there is one input adapter, `adapters.common.`, that every experiment's objects go through: the same
+names in every client, so the federation can average it like the backbone.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ PRESETS: dict[str, dict] = {
 }
 
 PARAMETER_GROUPS = {"adapters": "adapter", "backbone": "backbone", "heads": "heads", "classifier": "classifier"}
+COMMON_ADAPTER = "common"  # the one adapter's name when every experiment shares it
 
 
 class FoundationModel(nn.Module):
     def __init__(self, experiments: list[str], heads: dict[str, nn.Module], *, dim: int, depth: int,
-                 heads_per_block: int, mlp_ratio: float, dropout: float):
+                 heads_per_block: int, mlp_ratio: float, dropout: float, common_adapter: bool = False):
         super().__init__()
         self.dim = dim
-        self.adapters = nn.ModuleDict({name: InputAdapter(dim) for name in experiments})
+        self.experiments = list(experiments)
+        self.common_adapter = common_adapter
+        names = [COMMON_ADAPTER] if common_adapter else self.experiments
+        self.adapters = nn.ModuleDict({name: InputAdapter(dim) for name in names})
         self.backbone = Backbone(dim, depth, heads_per_block, mlp_ratio, dropout)
         self.heads = nn.ModuleDict(heads)
         self.classifier: nn.Module | None = None
@@ -50,12 +56,16 @@ class FoundationModel(nn.Module):
         ).to(device=reference.device, dtype=reference.dtype)
         return self.classifier
 
+    def adapter_name(self, experiment: str) -> str:
+        """The adapter `experiment`'s objects go through: its own, or the common one."""
+        if experiment not in self.experiments:
+            raise CrossfedError(f"experiment {experiment!r} has no input adapter; known: {sorted(self.experiments)}")
+        return COMMON_ADAPTER if self.common_adapter else experiment
+
     def encode(self, features: torch.Tensor, types: torch.Tensor, mask: torch.Tensor, experiment: str,
                replaced: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens [B, N, D]; objects where `replaced` [B, N] is True are shown as the dummy object only."""
-        if experiment not in self.adapters:
-            raise CrossfedError(f"experiment {experiment!r} has no input adapter; known: {sorted(self.adapters)}")
-        tokens = self.adapters[experiment](features, types, mask)
+        tokens = self.adapters[self.adapter_name(experiment)](features, types, mask)
         return self.backbone(tokens, mask, replaced)
 
     forward = encode
@@ -83,8 +93,10 @@ def model_sizes(cfg: ModelConfig) -> dict:
     return sizes
 
 
-def build_model(cfg: ModelConfig, experiments: list[str], tasks: list[str]) -> FoundationModel:
-    """One adapter per experiment, the backbone, and one head per pre-training task (by registry name)."""
+def build_model(cfg: ModelConfig, experiments: list[str], tasks: list[str], *,
+                common_adapter: bool = False) -> FoundationModel:
+    """One adapter per experiment (or one `common_adapter` for all), the backbone, and one head per
+    pre-training task (by registry name)."""
     from crossfed.tasks import get_task  # tasks use the model; import here to keep the layers acyclic
 
     if not experiments:
@@ -95,7 +107,8 @@ def build_model(cfg: ModelConfig, experiments: list[str], tasks: list[str]) -> F
     sizes = model_sizes(cfg)
     heads = {name: get_task(name).head(sizes["dim"]) for name in tasks}
     return FoundationModel(list(experiments), heads, dim=sizes["dim"], depth=sizes["depth"],
-                           heads_per_block=sizes["heads"], mlp_ratio=sizes["mlp_ratio"], dropout=sizes["dropout"])
+                           heads_per_block=sizes["heads"], mlp_ratio=sizes["mlp_ratio"], dropout=sizes["dropout"],
+                           common_adapter=common_adapter)
 
 
 def parameter_group(name: str) -> str:

@@ -1,7 +1,8 @@
 """What a finished sweep leaves behind: the trials ranked, `best.yaml`, and the best model registered.
 
-Owns: one row per trial (its parameters, metric value, rounds, and for a failed trial the one-line
-reason and its error file), the ranking, the best configuration written out as a runnable config, the
+Owns: one row per trial (its parameters, metric value, rounds, whether it left a model, and for a failed
+trial the one-line reason and its error file), the ranking (the best is the best of the trials that
+completed with a finite metric and a model), the best configuration written out as a runnable config, the
 outcome on the sweep's parent MLflow run (best value, best trial, final run statuses), and the model
 registry version of the best trial's model. Also `trial_runs`, how a trial's MLflow run is found.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from crossfed.atomic import write_text_atomically
 from crossfed.config import RunConfig, apply_overrides, config_from_dict
-from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.errors import CrossfedError, one_line_reason
 from crossfed.sweep.spec import Sweep
 
 
@@ -28,7 +29,11 @@ class SweepResult:
 
 def finish(sweep: Sweep, results, parent_run_id: str, experiment_dir: Path) -> SweepResult:
     """Rank Tune's trial results, write `best.yaml` beside Tune's folder, log the outcome to MLflow."""
-    rows = ranked(sweep, [trial_row(sweep, result) for result in results])
+    runs = trial_runs(sweep.base, parent_run_id)
+    rows = [trial_row(sweep, result) for result in results]
+    for row in rows:
+        row["model"] = has_model(sweep.base, runs.get(row["trial"]))
+    rows = ranked(sweep, rows)
     best = rows[0]
     best_config = config_from_dict(apply_overrides(sweep.base_raw, best["params"]), source="best trial")
     best_path = experiment_dir / "best.yaml"
@@ -49,31 +54,49 @@ def trial_row(sweep: Sweep, result) -> dict[str, Any]:
         "params": dict(result.config or {}),
         "value": metrics.get(sweep.spec.metric),
         "rounds": metrics.get("round", 0),
-        "error": _trial_error(result.error) if result.error else None,
+        "error": one_line_reason(result.error) if result.error else None,
         "error_file": str(Path(result.path) / "error.txt") if result.error and result.path else None,
     }
 
 
+def completed(row: dict) -> bool:
+    """A trial that can be the best: it ran to its end without error, with a finite metric and a model.
+    A trial that failed after reporting, or one ASHA stopped early, has a value but no final model."""
+    value = row["value"]
+    return (row["error"] is None and row.get("model", False)
+            and isinstance(value, (int, float)) and math.isfinite(value))
+
+
 def ranked(sweep: Sweep, rows: list[dict]) -> list[dict]:
-    """Best first by the sweep's metric and mode; trials without a value last. A sweep where no trial
-    reported the metric has no outcome: an error naming the first trial error."""
-    scored = [r for r in rows if isinstance(r["value"], (int, float)) and math.isfinite(r["value"])]
-    if not scored:
+    """The completed trials best first by the sweep's metric and mode, then the others (by their last
+    value, those without one last). A sweep where no trial completed has no outcome: an error naming the
+    first trial error."""
+    if not any(completed(r) for r in rows):
         raise CrossfedError(
-            f"{sweep.path}: no trial reported {sweep.spec.metric!r}; first error: "
+            f"{sweep.path}: no trial completed with a finite {sweep.spec.metric!r} and a model; first error: "
             f"{next((r['error'] for r in rows if r['error']), 'none')}"
         )
-    reverse = sweep.spec.mode == "max"
-    return sorted(rows, key=lambda r: (r["value"] is None, -(r["value"] or 0) if reverse else (r["value"] or 0)))
+    sign = -1.0 if sweep.spec.mode == "max" else 1.0
+
+    def key(row):
+        value = row["value"]
+        scored = isinstance(value, (int, float)) and math.isfinite(value)
+        return (not completed(row), not scored, sign * value if scored else 0.0)
+
+    return sorted(rows, key=key)
 
 
-def _trial_error(error: BaseException) -> str:
-    """The one-line reason a trial failed: a CrossfedError's message, else the innermost exception's."""
-    cause = innermost_cause(error)
-    if isinstance(cause, CrossfedError):
-        return str(cause)
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+def has_model(config: RunConfig, run) -> bool:
+    """Whether a trial's MLflow run (None: it has none) logged its final model."""
+    import mlflow
+
+    from crossfed import tracking
+    from crossfed.federation.rounds import FINAL_MODEL_ARTIFACT
+
+    if run is None:
+        return False
+    client = mlflow.MlflowClient(tracking.tracking_uri(config.tracking))
+    return bool(client.list_artifacts(run.info.run_id, FINAL_MODEL_ARTIFACT))
 
 
 def _trial_id_from_path(path: str | None) -> str:

@@ -43,6 +43,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             f"{sweep.path}: a sweep named {sweep.name!r} already exists in {experiment_dir}; "
             f"continue it with --resume, or remove that folder"
         )
+    pin_to_working_directory(sweep)
     with connect_ray(address, log_to_driver=False):
         if not trial_tracebacks:
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -60,6 +61,19 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 f"continue it with: crossfed sweep --resume {sweep.path}"
             )
         return finish(sweep, results, parent_run_id, experiment_dir)
+
+
+def pin_to_working_directory(sweep: Sweep) -> None:
+    """Tune runs each trial in a folder of its own: the settings a config takes relative to the working
+    directory (`output_dir`, `data.cache_dir`, the MLflow store, by default `mlflow.db`) are made
+    absolute in the trials' base config, so that every trial writes where the sweep itself does. Without
+    this a trial logged to an MLflow store of its own, where the sweep's parent run is not."""
+    from crossfed.tracking import tracking_uri
+
+    raw = sweep.base_raw
+    raw["output_dir"] = str(Path(raw["output_dir"]).resolve())
+    raw["data"]["cache_dir"] = str(Path(raw["data"]["cache_dir"]).resolve())
+    raw["tracking"]["uri"] = tracking_uri(sweep.base.tracking)
 
 
 def storage_dir(sweep: Sweep) -> Path:

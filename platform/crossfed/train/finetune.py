@@ -65,9 +65,11 @@ def read_state(source: str | Path | dict) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(model, state: dict[str, torch.Tensor], experiment: str, where: str) -> None:
-    """Copy backbone and this experiment's adapter into `model`; pre-training heads are not needed."""
+    """Copy backbone and this experiment's adapter (its own, or the common one) into `model`; pre-training
+    heads are not needed."""
     own = model.state_dict()
-    wanted = [name for name in own if name.startswith(("backbone.", f"adapters.{experiment}."))]
+    adapter = f"adapters.{model.adapter_name(experiment)}."
+    wanted = [name for name in own if name.startswith(("backbone.", adapter))]
     missing_backbone = [n for n in wanted if n.startswith("backbone.") and n not in state]
     if missing_backbone:
         raise CrossfedError(f"{where}: no backbone parameters such as {missing_backbone[0]!r} "
@@ -136,7 +138,8 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
              pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None) -> FinetuneMetrics:
     """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
 
-    `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`;
+    `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`
+    (`adapters.common.*` when the config shares the adapter);
     None trains from scratch. `data`: labelled events (labels 1 = signal) instead of the config's datasets.
     The best epoch on the validation split is kept. Returns test-set metrics and the ROC curve.
     """
@@ -151,7 +154,7 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
 
     device = resolve_device(config.training.device)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, [experiment], tasks=[])
+    model = build_model(config.model, [experiment], tasks=[], common_adapter=config.federation.common_adapter)
     if pretrained_state is not None:
         where = str(pretrained_state) if not isinstance(pretrained_state, dict) else "pre-trained state"
         load_pretrained(model, read_state(pretrained_state), experiment, where)

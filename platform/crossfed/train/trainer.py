@@ -109,6 +109,28 @@ class BatchCursor:
         self.order, self.position = np.asarray(state["order"]), int(state["position"])
 
 
+class EventTensors:
+    """One experiment's events as torch tensors, where training batches are gathered from.
+
+    On a GPU they are kept in device memory when they take at most a quarter of what is free, so a batch
+    is a gather on the device, with no host-to-device copy per step; otherwise (and on CPU, without a
+    copy of the arrays) they stay in host memory and each batch is copied over.
+    """
+
+    def __init__(self, events: EventBatch, device: str):
+        self.device = device
+        arrays = (events.features, events.types, events.mask)
+        fits = device != "cpu" and sum(a.nbytes for a in arrays) <= torch.cuda.mem_get_info(device)[0] // 4
+        self.home = device if fits else "cpu"
+        self.features, self.types, self.mask = (torch.from_numpy(np.ascontiguousarray(a)).to(self.home) for a in arrays)
+
+    def take(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features float32, types int64, mask bool) of these events, on the training device."""
+        rows = torch.from_numpy(np.asarray(index, np.int64)).to(self.home)
+        return tuple(t.index_select(0, rows).to(self.device, non_blocking=True)
+                     for t in (self.features, self.types, self.mask))
+
+
 def load_pretraining_events(config: RunConfig, experiment: str) -> EventBatch:
     from crossfed.data import load_dataset
 
@@ -156,14 +178,15 @@ class LocalTrainer:
             mine = shard(train, rank, world_size)
             if len(mine) == 0:
                 raise CrossfedError(f"experiment {name}: {len(train)} training events cannot feed {world_size} workers")
-            self.events[name] = events
+            self.events[name] = EventTensors(events, self.device)
             self.cursors[name] = BatchCursor(mine, seed=config.seed * 1000 + rank * 31 + index)
             self.validation[name] = validation
             self.num_train_events += len(train)
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank and every client
         self.tasks = build_tasks(training.tasks)
-        self.model = build_model(config.model, self.experiments, [task.name for task, _ in self.tasks])
+        self.model = build_model(config.model, self.experiments, [task.name for task, _ in self.tasks],
+                                 common_adapter=config.federation.common_adapter)
         self.objective = PretrainingObjective(self.model, self.tasks)
         self.engine = self._build_engine(total_steps or training.steps)
         self.model = self.engine.module.model  # the same parameters, as DeepSpeed converted them
@@ -204,20 +227,16 @@ class LocalTrainer:
 
     # ---- batches -------------------------------------------------------------------------------------
 
-    def _tensors(self, events: EventBatch, index: np.ndarray):
-        dtype = next(self.model.parameters()).dtype
-        features = torch.as_tensor(events.features[index], device=self.device)
-        types = torch.as_tensor(events.types[index].astype(np.int64), device=self.device)
-        mask = torch.as_tensor(events.mask[index], device=self.device)
-        return features, types, mask, dtype
+    def _batch(self, experiment: str, index: np.ndarray):
+        """(features in the model's dtype, types int64, mask) of these events of `experiment`, on the device."""
+        features, types, mask = self.events[experiment].take(index)
+        return features.to(next(self.model.parameters()).dtype), types.long(), mask
 
     def _training_batch(self, experiment: str):
-        features, types, mask, dtype = self._tensors(self.events[experiment],
-                                                     self.cursors[experiment].next(self.micro_batch))
-        if self.augment is not None:
-            features = self.augment(features.cpu(), types.cpu(), mask.cpu(), self.config.data.augment,
-                                    self.generator).to(self.device)
-        return features.to(dtype), types, mask
+        features, types, mask = self.events[experiment].take(self.cursors[experiment].next(self.micro_batch))
+        if self.augment is not None:  # on the device: its random draws come from the CPU generator as before
+            features = self.augment(features, types, mask, self.config.data.augment, self.generator)
+        return features.to(next(self.model.parameters()).dtype), types.long(), mask
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -265,8 +284,7 @@ class LocalTrainer:
             n_batches = min(self.config.training.eval_batches, -(-len(mine) // self.micro_batch))
             for b in range(n_batches):
                 index = mine[b * self.micro_batch:(b + 1) * self.micro_batch]
-                features, types, mask, dtype = self._tensors(self.events[experiment], index)
-                loss, metrics = self.engine(features.to(dtype), types, mask, experiment, generator)
+                loss, metrics = self.engine(*self._batch(experiment, index), experiment, generator)
                 for key, value in {**metrics, "loss": loss}.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 batches += 1
@@ -368,9 +386,9 @@ class LocalTrainer:
     def encode(self, features: np.ndarray, types: np.ndarray, mask: np.ndarray, experiment: str) -> np.ndarray:
         """Output tokens of the working parameters on a few given events, in eval mode (collective at ZeRO-3)."""
         self.engine.eval()
-        events = EventBatch(features, types, mask)
-        features, types, mask, dtype = self._tensors(events, np.arange(len(events)))
-        return self.model.encode(features.to(dtype), types, mask, experiment).float().cpu().numpy()
+        dtype = next(self.model.parameters()).dtype
+        features, types, mask = (torch.as_tensor(np.asarray(a), device=self.device) for a in (features, types, mask))
+        return self.model.encode(features.to(dtype), types.long(), mask, experiment).float().cpu().numpy()
 
 
 def _all_ranks_mean(values: dict[str, float]) -> dict[str, float]:

@@ -88,11 +88,15 @@ class Strategy(ABC):
         """The next global state (float32, same keys and shapes). ValueError on mismatch or no updates.
 
         `perturb_delta`, if given, is applied to the aggregate delta before the server step (central DP).
+        With it, no updates is a zero delta: a DP round whose sample is empty still releases its noise.
         """
-        check_updates(global_state, updates)
         if perturb_delta is not None and not self.mean_based:
             raise ValueError(f"strategy {self.name!r} is not a mean of updates; its delta cannot be noised for DP")
-        delta = self.combine(global_state, updates)
+        if updates or perturb_delta is None:
+            check_updates(global_state, updates)
+            delta = self.combine(global_state, updates)
+        else:
+            delta = {name: np.zeros(np.shape(value)) for name, value in global_state.items()}
         if perturb_delta is not None:
             delta = perturb_delta(delta)
         new_state = self.step(global_state, delta)

@@ -1,0 +1,119 @@
+"""A sweep on a multi-node cluster: every trial's clients stay on their node groups inside the trial's
+placement group, and a trial that scored best but failed is passed over for the best completed one.
+
+Two labelled nodes (cms, atlas) of 2 CPUs each host two trials at once, one worker per client. The sweep
+compares private against shared adapters (`tuning/sharing.yaml`'s question) on `bytes/sent`, which is
+known in advance: sharing only the backbone sends fewer bytes, so that trial scores best, and the test
+kills its driver once Tune holds its first report. Its reported value stays the best; it has no model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from crossfed.federation.placement import EXPERIMENT_LABEL
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = {group: cluster.add_node(num_cpus=2, labels={EXPERIMENT_LABEL: group}) for group in ("cms", "atlas")}
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield {group: node.node_id for group, node in nodes.items()}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def write_sweep(tmp_path, samples):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "seed": 1, "output_dir": str(tmp_path / "runs"),
+        "experiments": {name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]},
+                               "cluster": {"node_group": name, "workers": 1}}
+                        for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))},
+        "data": {"cache_dir": str(tmp_path / "cache")}, "model": {"preset": "tiny"},
+        "training": {"batch_size": 32, "eval_batches": 2, "device": "cpu"},
+        "federation": {"rounds": 2, "local_steps": 2},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "placement"},
+    }))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": "base.yaml", "metric": "bytes/sent", "mode": "min", "algorithm": "grid", "max_concurrent": 2,
+        "space": {"federation.shared": {"grid": [["backbone"], ["backbone", "heads", "adapter"]]}},
+        "asha": {"enabled": False},
+    }))
+    return path
+
+
+def watch_trials(cluster: dict, trials: Path, stop: threading.Event, seen: dict, failures: list) -> None:
+    """Check every running trial's clients and ranks against their node group; kill the driver of the
+    backbone-only trial once Tune holds its round-1 report (the report's checkpoint folder exists)."""
+    import ray
+
+    killed = False
+    while not stop.is_set():
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if not entry["name"].startswith("crossfed-driver-"):
+                continue
+            try:
+                driver = ray.get_actor(entry["name"], namespace=entry["namespace"])
+                shared, done = ray.get(driver.__ray_call__.remote(
+                    lambda d: (tuple(d.config.federation.shared), d.recovery.completed_rounds)), timeout=30)
+                if done < 1:
+                    continue
+                for name, client in ray.get(driver.client_handles.remote(), timeout=30).items():
+                    nodes = {ray.get(client.__ray_call__.remote(
+                        lambda _c: ray.get_runtime_context().get_node_id()), timeout=30)}
+                    nodes |= set(ray.get(client.worker_node_ids.remote(), timeout=30))
+                    if nodes != {cluster[name]}:
+                        failures.append(f"trial sharing {shared}: client {name} on {nodes}, not {cluster[name]}")
+                    seen.setdefault(shared, set()).add(name)
+                reported = list(trials.glob("*federation_shared=backbone_2*/checkpoint_000000"))
+                if shared == ("backbone",) and reported and not killed:
+                    ray.kill(driver)
+                    killed = True
+            except (ray.exceptions.RayError, ValueError):
+                continue  # a trial ending as it is looked at
+        time.sleep(0.5)
+
+
+def test_sweep_keeps_clients_on_their_groups_and_registers_the_best_completed_trial(cluster, samples, tmp_path):
+    from crossfed.config import load_config
+    from crossfed.sweep import run_sweep
+
+    path = write_sweep(tmp_path, samples)
+    stop, seen, failures = threading.Event(), {}, []
+    trials = tmp_path / "runs" / "sweeps" / "sweep"
+    watcher = threading.Thread(target=watch_trials, args=(cluster, trials, stop, seen, failures), daemon=True)
+    watcher.start()
+    try:
+        result = run_sweep(path)
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+
+    assert not failures, failures
+    assert seen == {("backbone",): {"cms", "atlas"}, ("backbone", "heads", "adapter"): {"cms", "atlas"}}
+    by_sharing = {tuple(row["params"]["federation.shared"]): row for row in result.rows}
+    failed, completed = by_sharing[("backbone",)], by_sharing[("backbone", "heads", "adapter")]
+    assert failed["error"] and failed["value"] < completed["value"]  # it did score best, then failed
+    assert completed["error"] is None and completed["rounds"] == 2
+    assert result.rows[0] is completed
+    assert load_config(result.best_config_path).federation.shared == ["backbone", "heads", "adapter"]
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["crossfed.sweep.best_trial"] == completed["trial"]
+    (version,) = client.search_model_versions("name = 'crossfed-foundation'")
+    trial_run = client.get_run(version.run_id)
+    assert trial_run.info.run_name == completed["trial"] and trial_run.info.status == "FINISHED"
