@@ -71,3 +71,39 @@ def _no_leaked_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint: moto's standalone server on 127.0.0.1 (a free port), with the AWS variables set in
+    this process, so s3fs, uproot and every Ray process started afterwards reach it as they would a bucket."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    variables = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                     AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    yield variables["AWS_ENDPOINT_URL"]
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    """A new, empty bucket on the local S3 server; its name."""
+    import boto3
+
+    name = "b" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

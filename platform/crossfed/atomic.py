@@ -7,8 +7,9 @@ error the temporary is removed and the target is left as it was.
 - `write_atomically(target, write)`: `write(temporary)` creates a file or a folder at the path it is
   given; the usual entry point.
 - `write_text_atomically(target, text)`: the same for a small text file.
-- `temporary_sibling` + `move_into_place`: the two halves, for a writer that is several processes (the
-  DeepSpeed ranks of a checkpoint all write into one temporary folder; rank 0 moves it into place).
+- `temporary_sibling` + `move_into_place`: the two halves. (Checkpoints written by several processes do
+  not need them: each rank puts its own files, and a commit marker makes the round count; see
+  `crossfed.federation.checkpoint`.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """MLflow tracking: where runs go, what each run records, the model registry.
 
 Every run records the full configuration (dotted params and `config.yaml`), the software versions,
-the mode, and a fingerprint of each dataset's file contents — which data trained the model.
+the mode, and a fingerprint of each dataset's file contents — which data trained the model. Fingerprints
+are computed where the data is (`dataset_fingerprints`, called by the data check on each experiment's
+client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
 """
 
@@ -89,10 +91,15 @@ def fingerprint(files: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def dataset_fingerprints(config: RunConfig) -> dict[str, str]:
-    """Tag name -> fingerprint, one per dataset: crossfed.data.<experiment>.pretrain / .finetune.signal / ..."""
+def dataset_fingerprints(config: RunConfig, experiments: list[str] | None = None) -> dict[str, str]:
+    """Tag name -> fingerprint, one per dataset of `experiments` (default all):
+    crossfed.data.<experiment>.pretrain / .finetune.signal / .finetune.background.
+
+    Reads the files: call it where the data is (a federation's clients do, at their sites)."""
     datasets = {}
     for name, experiment in config.experiments.items():
+        if experiments is not None and name not in experiments:
+            continue
         datasets[f"{name}.pretrain"] = experiment.pretrain
         if experiment.finetune:
             datasets[f"{name}.finetune.signal"] = experiment.finetune.signal
@@ -113,16 +120,16 @@ def start_run(
     parent_run_id: str | None = None,
     nested_tags: dict[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in `tracking.experiment` holding the config, versions, mode and data fingerprints.
+    """An MLflow run in `tracking.experiment` holding the config, versions and mode.
 
-    `parent_run_id` nests the run under another (sweeps, reports); `nested_tags` are extra tags.
+    `parent_run_id` nests the run under another (sweeps, reports); `nested_tags` are extra tags, such
+    as the data fingerprints (`dataset_fingerprints`) reported from where the data is. Opens no data.
     """
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)
     tags = {f"crossfed.version.{k}": v for k, v in software_versions().items()}
     if mode:
         tags["crossfed.mode"] = mode
-    tags.update(dataset_fingerprints(config))
     tags.update(nested_tags or {})
     with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
                           tags=tags) as run:

@@ -440,6 +440,9 @@ def test_run_storage_on_the_chart_s3_store_with_per_group_credentials(helm):
     assert atlas["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "crossfed-minio", "key": "rootUser"}
     off = ray_groups(render(helm, "-f", TWO, "--set", "runStorage.enabled=false"))
     assert "CROSSFED_STORAGE" not in env_of(off["cms"]["containers"][0])
+    # Ray pods share no disk: a local path is refused by the schema.
+    done = run_helm(helm, "template", "demo", str(CHART), "-f", THREE, "--set", "runStorage.uri=/mnt/runs")
+    assert done.returncode != 0 and "/runStorage/uri" in done.stderr
 
 
 REQUIRED_CREDENTIALS = {

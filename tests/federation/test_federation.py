@@ -16,7 +16,9 @@ import pytest
 
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
+from crossfed.federation import checkpoint
 from crossfed.federation.placement import EXPERIMENT_LABEL
+from crossfed.storage import Storage
 
 SCHEMAS = {"cms": "cms_nanoaod", "atlas": "atlas_opendata"}
 
@@ -149,13 +151,12 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
     assert seen[2][1] == ["cms"] and seen[2][0]["clients/dropped"] == 1  # the dead rank's client was dropped
     assert seen[3][1] == ["atlas", "cms"] and seen[3][0]["clients/updated"] == 2  # and came back
 
-    # checkpoints: the last completed round, the driver's and each client's
+    # checkpoints: the last checkpoint.keep = 2 committed rounds, the driver's and each client's
     run_dir = tmp_path / "runs" / result.run_id
-    assert (run_dir / "latest").read_text() == "3"
-    assert (run_dir / "rounds" / "round_00003" / "global.npz").is_file()
+    assert result.run_dir == str(run_dir)
+    assert checkpoint.committed_rounds(Storage(result.run_dir)) == [3, 2]
     for name in SCHEMAS:
-        assert (run_dir / "clients" / name / "round_00003").is_dir()
-        assert not (run_dir / "clients" / name / "round_00002").exists()
+        assert sorted(p.name for p in (run_dir / "clients" / name).glob("round_*")) == ["round_00002", "round_00003"]
 
     # each client exports its full model at its own site: the global shared parameters plus its own adapter
     global_state = load_state(result.global_state_path)

@@ -17,22 +17,25 @@ import pytest
 
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
+from crossfed.federation import checkpoint
 from crossfed.federation.driver import FederationDriver, RecoveryState, sample_clients
-from crossfed.federation.result import read_latest_checkpoint
 from crossfed.federation.rounds import plan_rounds
 from crossfed.federation.strategies import ClientUpdate
 from crossfed.federation.validation import update_norm
+from crossfed.storage import FileEntry, Storage
 
 NAMES = ("cms", "atlas", "lhcb", "alice")
 
 
-def make_driver(tmp_path, mode="federated", **federation) -> FederationDriver:
+def make_driver(tmp_path, mode="federated", keep=2, **federation) -> FederationDriver:
     config = config_from_dict({
         "seed": 5,
+        "checkpoint": {"keep": keep},
         "experiments": {name: {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}} for name in NAMES},
         "federation": {"rounds": 3, "local_steps": 4, **federation},
     })
-    driver = FederationDriver(config, plan_rounds(config, mode, "cms" if mode == "local" else None), str(tmp_path))
+    driver = FederationDriver(config, plan_rounds(config, mode, "cms" if mode == "local" else None),
+                              str(tmp_path / "run"))
     driver.global_state = {"w": np.zeros(3, np.float32), "b": np.ones(2, np.float32)}
     return driver
 
@@ -41,8 +44,14 @@ def update(name, shift, global_state, examples=10):
     return ClientUpdate(name, {k: v + np.float32(shift) for k, v in global_state.items()}, examples)
 
 
+def manifest(name: str, round_number: int) -> FileEntry:
+    """The MANIFEST entry a scripted client reports for its checkpoint of a round."""
+    return FileEntry.of(f"{name} {round_number}".encode())
+
+
 class ScriptedClient:
-    """A client actor's protocol (fit, evaluate, restore, save), answered as scripted; calls are recorded."""
+    """A client actor's protocol (fit, evaluate, restore, save, prune), answered as scripted; calls are
+    recorded."""
 
     def __init__(self, name: str, behaviour: str = "train", seconds: float = 0.0):
         self.name, self.behaviour, self.seconds, self.calls = name, behaviour, seconds, []
@@ -73,7 +82,10 @@ class ScriptedClient:
 
     def save(self, round_number):
         self.calls.append(("save", round_number))
-        return ""
+        return manifest(self.name, round_number)
+
+    def prune(self, keep_rounds):
+        self.calls.append(("prune", keep_rounds))
 
     def recorded(self):
         return self.calls
@@ -97,7 +109,7 @@ def scripted(driver, local_ray, **behaviours):
     actor = ray.remote(num_cpus=0, max_concurrency=4)(ScriptedClient)
     driver.clients = {name: actor.remote(name, *behaviours.get(name, ("train", 0.0))) for name in NAMES}
     ray.get([client.__ray_ready__.remote() for client in driver.clients.values()])  # started: timeouts count fits only
-    driver.recovery.committed(0, list(NAMES))
+    driver.recovery.committed(0, {name: manifest(name, 0) for name in NAMES})
 
 
 def recorded(driver) -> dict[str, list]:
@@ -197,7 +209,7 @@ def test_broadcast_starts_each_sampled_client_and_a_retry_rewinds_it_first(tmp_p
 
     driver = make_driver(tmp_path, strategy={"name": "fedprox", "proximal_mu": 0.05})
     scripted(driver, local_ray)
-    driver.recovery.committed(1, ["cms", "lhcb"])  # atlas kept its round-0 checkpoint (a straggler then)
+    driver.recovery.committed(1, {name: manifest(name, 1) for name in ("cms", "lhcb")})  # atlas: a straggler then
     fits = driver.broadcast(["cms", "atlas"], round_number=2, retry=True)
     assert sorted(fits.values()) == ["atlas", "cms"]
     ray.get(list(fits))
@@ -250,31 +262,48 @@ def test_a_dp_round_keeps_rate_and_denominator_when_a_client_drops_and_records_n
     np.testing.assert_allclose(driver.global_state["w"], np.full(3, expected_w), atol=1e-4)
     assert set(record) == {"round", "privacy/epsilon", "privacy/delta"} and record["privacy/delta"] == 1e-5
     calls = recorded(driver)
-    assert calls["atlas"] == [("fit", 4, 0.0, 0, {"clip_norm": 1.0, "metrics": False}), ("save", 1)]
+    assert calls["atlas"] == [("fit", 4, 0.0, 0, {"clip_norm": 1.0, "metrics": False}), ("save", 1), ("prune", [1])]
     assert not any(call[0] == "evaluate" for client in calls.values() for call in client)  # no metric is asked for
-    assert read_latest_checkpoint(tmp_path)[2]["history"] == [record]
+    assert checkpoint.read_round(Storage(str(tmp_path / "run")), 1).driver_state["history"] == [record]
 
 
 def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_path, local_ray):
-    driver = make_driver(tmp_path)
+    driver = make_driver(tmp_path, keep=2)
     scripted(driver, local_ray)
-    new_global = {k: v + 1 for k, v in driver.global_state.items()}
-    record = {"round": 1, "global/val_loss": 0.5}
-    driver.commit(1, new_global, record, round_started=time.perf_counter())
-    assert all(calls == [("save", 1)] for calls in recorded(driver).values())
-    assert driver.recovery == RecoveryState(1, dict.fromkeys(NAMES, 1))
-    assert driver.history == [record] and record["time/round_s"] >= 0
-    number, state, driver_state = read_latest_checkpoint(tmp_path)
-    assert number == 1 and driver_state["client_rounds"] == dict.fromkeys(NAMES, 1)
-    assert driver_state["history"] == [record]
-    np.testing.assert_array_equal(state["w"], new_global["w"])
+    run = Storage(str(tmp_path / "run"))
+    checkpoint.write_round(run, 0, driver.global_state, {"history": []}, driver.recovery.client_checkpoints())
+    states = [driver.global_state]
+    for round_number in (1, 2):
+        states.append({k: v + 1 for k, v in states[-1].items()})
+        record = {"round": round_number, "global/val_loss": 0.5}
+        driver.commit(round_number, states[-1], record, round_started=time.perf_counter())
+        assert record["time/round_s"] >= 0
+    # Each client saved, then was told which checkpoints the kept rounds (1 and 2) still name.
+    assert all(calls == [("save", 1), ("prune", [0, 1]), ("save", 2), ("prune", [1, 2])]
+               for calls in recorded(driver).values())
+    assert driver.recovery == RecoveryState(2, dict.fromkeys(NAMES, 2), {n: manifest(n, 2) for n in NAMES})
+    assert [r["round"] for r in driver.history] == [1, 2]
+    assert checkpoint.committed_rounds(run) == [2, 1]
+    found = checkpoint.read_round(run, 2)
+    assert found.driver_state["client_rounds"] == dict.fromkeys(NAMES, 2)
+    assert found.clients == {n: checkpoint.ClientCheckpoint(2, manifest(n, 2)) for n in NAMES}
+    assert [r["round"] for r in found.driver_state["history"]] == [1, 2]
+    np.testing.assert_array_equal(found.global_state["w"], states[2]["w"])
 
-    # A commit that cannot write its checkpoint leaves the driver at the last committed round.
-    driver.run_dir = tmp_path / "latest"  # a file: no round folder can be made below it
+    # A commit that cannot write its round leaves the driver at the last committed round.
+    driver.run = Storage(str(tmp_path / "run" / "rounds" / "round_00002" / "global.npz"))  # a file: no folder below
     with pytest.raises(OSError):
-        driver.commit(2, {k: v + 1 for k, v in new_global.items()}, {"round": 2})
-    assert driver.recovery.completed_rounds == 1 and driver.history == [record]
-    np.testing.assert_array_equal(driver.global_state["w"], new_global["w"])
+        driver.commit(3, {k: v + 1 for k, v in states[2].items()}, {"round": 3})
+    assert driver.recovery.completed_rounds == 2 and [r["round"] for r in driver.history] == [1, 2]
+    np.testing.assert_array_equal(driver.global_state["w"], states[2]["w"])
+
+
+def test_a_run_that_never_committed_starts_from_its_initial_model_unless_mlflow_says_it_had_rounds(tmp_path):
+    driver = make_driver(tmp_path)  # its storage holds nothing: stopped while its clients were starting
+    assert driver.newest_intact_round(logged_rounds=0) == (None, [])
+    with pytest.raises(CrossfedError, match=r"MLflow holds 3 round\(s\) of this run but no committed round is in "
+                                            rf"{tmp_path / 'run'} \(was it run with another output_dir"):
+        driver.newest_intact_round(logged_rounds=3)
 
 
 def test_a_rejected_update_is_retried_and_never_ends_the_run(tmp_path, local_ray):

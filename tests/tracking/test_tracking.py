@@ -45,7 +45,8 @@ def test_tracking_uri_defaults_to_sqlite_in_the_working_directory(workdir):
 
 def test_run_records_config_versions_data_and_a_registered_model(workdir):
     config = run_config(workdir)
-    with tracking.start_run(config, "pretrain-1", mode="federated") as parent:
+    fingerprints = tracking.dataset_fingerprints(config)  # where the data is (a federation: its clients)
+    with tracking.start_run(config, "pretrain-1", mode="federated", nested_tags=fingerprints) as parent:
         mlflow.log_metric("loss", 0.5)
         state = {"backbone.w": np.arange(6, dtype=np.float32).reshape(2, 3), "heads.b": np.ones(2, np.float32)}
         assert tracking.log_state_dict(state, "model") == "model/state.npz"
@@ -93,10 +94,19 @@ def test_run_records_config_versions_data_and_a_registered_model(workdir):
         tracking.find_run("no-such-run")
 
 
+def test_starting_a_run_opens_no_data(workdir):
+    (workdir / "cms_1.root").unlink()  # data that only exists at its site
+    with tracking.start_run(run_config(workdir), "no-data-here", mode="federated") as run:
+        pass
+    assert not any(tag.startswith("crossfed.data.") for tag in tracking.find_run(run.info.run_id).data.tags)
+
+
 def test_fingerprint_follows_file_contents(workdir):
     config = run_config(workdir)
     before = tracking.dataset_fingerprints(config)
     assert set(before) == {"crossfed.data.cms.pretrain", "crossfed.data.atlas.pretrain"}
+    assert tracking.dataset_fingerprints(config, ["atlas"]) == {"crossfed.data.atlas.pretrain": before[
+        "crossfed.data.atlas.pretrain"]}  # one client's own experiments only
     assert tracking.dataset_fingerprints(config) == before  # deterministic
 
     write_root(workdir / "cms_2.root", [31.0])  # one event changed in one file

@@ -73,6 +73,11 @@ def test_shared_state_load_forward_checkpoint_at_zero_stage(stage, make_config, 
         after_second = group.call("shared_state", SHARED)[0]
         assert first[0]["loss"] == second[0]["loss"]
         _assert_same(after_first, after_second)
+        # The adapters' running statistics come from both ranks' batches: the same on every rank, so the
+        # one copy a checkpoint keeps restores both exactly.
+        buffers = [{k: v for k, v in state.items() if ".normaliser." in k} for state in group.call("model_state")]
+        assert buffers[0] and int(buffers[0]["adapters.cms.normaliser.updates"]) == 2
+        _assert_same(buffers[0], buffers[1])
         assert not np.array_equal(after_first["backbone.norm.weight"], new["backbone.norm.weight"])
 
         # 4. Past the schedule's end the lr is 0: a step after loading keeps the loaded weights exactly.

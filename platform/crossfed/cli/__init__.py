@@ -59,7 +59,11 @@ def main() -> None:
         sys.exit(err.exit_code)
     except (typer.Exit, SystemExit) as done:
         sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as err:
+        # click turns an EOFError raised anywhere in a command (reading an empty file, say) into Abort too:
+        # only a real Ctrl-C is an interruption.
+        if isinstance(err, typer.Abort) and isinstance(err.__cause__, EOFError):
+            _internal_error(err.__cause__, debug)
         _print_error("interrupted")
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the last line of defence against raw tracebacks
@@ -68,10 +72,19 @@ def main() -> None:
         if isinstance(err, click.ClickException):
             err.show()
             sys.exit(err.exit_code)
-        if debug:
-            raise
-        _print_error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
-        sys.exit(1)
+        _internal_error(err, debug)
+
+
+def _internal_error(err: BaseException, debug: bool) -> None:
+    """A bug, not a user error: one line (the innermost cause's first line, not a remote traceback), exit 1."""
+    if debug:
+        raise err
+    from crossfed.errors import innermost_cause
+
+    cause = innermost_cause(err)
+    first = (str(cause).strip().splitlines() or [""])[0]
+    _print_error(f"internal error: {type(cause).__name__}: {first} (run with --debug for the traceback)")
+    sys.exit(1)
 
 
 def _print_error(message: str) -> None:

@@ -23,7 +23,9 @@ def pretrain(
     ),
     experiment: str | None = typer.Option(None, "--experiment", help="The experiment trained alone in local mode."),
     resume: str | None = typer.Option(
-        None, "--resume", help="MLflow run id or name to continue from its last completed round."
+        None, "--resume",
+        help="MLflow run id or name to continue, from its newest intact committed round (a damaged one is "
+             "skipped and named); the config must be the logged one, except federation.rounds and how it runs.",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set federation.rounds=3 (repeatable)."
@@ -33,10 +35,11 @@ def pretrain(
     ),
 ) -> None:
     """Pre-train the foundation model on Ray: rounds of local DeepSpeed training and aggregation, logged
-    to MLflow and checkpointed under output_dir/<run id>/. Ends by printing each experiment's model for
-    `crossfed finetune -c`. Ctrl-C or SIGTERM stops it after abandoning the round in progress (the MLflow
-    run is marked KILLED) and prints the command that continues it; --resume also takes over a run left
-    RUNNING by a process that was killed."""
+    to MLflow and checkpointed every round under <storage>/<run id>/, where the storage is output_dir or
+    CROSSFED_STORAGE: a local folder, or a URI such as s3://bucket/runs. Ends by printing each
+    experiment's model for `crossfed finetune -c`. Ctrl-C or SIGTERM stops it after abandoning the round in
+    progress (the MLflow run is marked KILLED) and prints the command that continues it; --resume also
+    takes over a run left RUNNING by a process that was killed."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

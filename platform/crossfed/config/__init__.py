@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from crossfed.config.base import Section
+from crossfed.config.checkpoint import CheckpointConfig
 from crossfed.config.data import AugmentConfig, DataConfig
 from crossfed.config.experiments import ClusterConfig, DatasetConfig, ExperimentConfig, LabelledConfig
 from crossfed.config.federation import FederationConfig, PrivacyConfig, StrategyConfig
@@ -25,7 +26,7 @@ from crossfed.config.training import TrainingConfig
 from crossfed.errors import CrossfedError
 
 __all__ = [
-    "AugmentConfig", "ClusterConfig", "DataConfig", "DatasetConfig", "ExperimentConfig", "FederationConfig",
+    "AugmentConfig", "CheckpointConfig", "ClusterConfig", "DataConfig", "DatasetConfig", "ExperimentConfig", "FederationConfig",
     "FinetuneConfig", "LabelledConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "StrategyConfig",
     "TrackingConfig", "TrainingConfig", "load_config", "config_from_dict", "apply_overrides",
     "describe_validation_error", "walk_keys", "read_yaml",
@@ -35,7 +36,9 @@ __all__ = [
 class RunConfig(Section):
     name: str = "crossfed"
     seed: int = 0
-    output_dir: str = Field("runs", description="checkpoints and reports are written below this folder")
+    output_dir: str = Field(
+        "runs", description="run storage: checkpoints, round records and exported models, below a local folder or "
+                            "an fsspec URI such as s3://bucket/runs (the CROSSFED_STORAGE variable overrides it)")
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -43,6 +46,7 @@ class RunConfig(Section):
     federation: FederationConfig = FederationConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     tracking: TrackingConfig = TrackingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @model_validator(mode="after")
     def _enough_clients(self):

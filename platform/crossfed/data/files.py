@@ -25,12 +25,13 @@ def is_url(path: str) -> bool:
 
 
 def expand_files(patterns: list[str]) -> list[str]:
-    """Local paths and globs become sorted existing files; fsspec URLs (``scheme://``) pass unchanged."""
+    """Local paths and globs become sorted existing files; a glob in an fsspec URL (``s3://bucket/cms/*.root``)
+    is expanded on its file system (`fs.glob`) into sorted URLs; other URLs pass unchanged."""
     files: list[str] = []
     for pattern in patterns:
         if is_url(pattern):
             extras.url_driver(pattern)
-            files.append(pattern)
+            files += _expand_url(pattern) if glob.has_magic(pattern.split("://", 1)[1]) else [pattern]
             continue
         local = pattern.removeprefix("file://")
         if glob.has_magic(local):
@@ -46,6 +47,22 @@ def expand_files(patterns: list[str]) -> list[str]:
         else:
             files.append(local)
     return files
+
+
+def _expand_url(pattern: str) -> list[str]:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(pattern)
+        found = fs.glob(path, detail=True)
+        matches = sorted(fs.unstrip_protocol(m) for m, info in found.items() if info.get("type") != "directory")
+    except ImportError as err:  # the scheme's fsspec package (s3fs for s3://) is not installed
+        raise CrossfedError(f"{pattern}: cannot list this URL ({err})") from None
+    except Exception as err:  # noqa: BLE001 - network and permission errors of any file system
+        raise CrossfedError(f"{pattern}: cannot list this URL ({first_line(err)})") from None
+    if not matches:
+        raise CrossfedError(f"{pattern}: no file matches this pattern")
+    return matches
 
 
 def _closest_sibling(path: str) -> str:

@@ -1,23 +1,27 @@
 """One experiment's client: a tiny Ray actor that owns a DeepSpeed `WorkerGroup` on its node group.
 
 Only shared parameters (the groups in `federation.shared`) and scalar metrics leave a client (under
-central DP: the clipped shared update, and metrics only if `per_client_metrics`); private
-parameters, optimizer state and events stay in its workers and its own checkpoint folder. The worker
-group stays alive across rounds (data, engine, optimizer warm); if a worker dies the group is rebuilt
-from the client's last checkpoint and the current global model. Which checkpoint is the last one the
-driver says with every call (its `RecoveryState` is the one record of it); the client keeps only the
-newest in its folder.
+central DP: the clipped shared update, and metrics only if `per_client_metrics`); private parameters,
+optimizer state and events stay in its workers and its own checkpoints. It reads its experiment's data
+only on its own nodes: the driver never opens it. The worker group stays alive across rounds (data,
+engine, optimizer warm); if a worker dies the group is rebuilt from the client's last committed checkpoint
+and the current global model. Which checkpoint that is the driver says with every call (its
+`RecoveryState` is the one record of it).
+
+Checkpoints go to the run storage (`clients/<name>/round_<k>/`, see `crossfed.federation.checkpoint`):
+each rank puts its own files there from its own node, then the client writes the MANIFEST that lists
+them with their checksums. A client deletes a checkpoint only when the driver says that no committed
+round it keeps needs it (`prune`).
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 
 from crossfed.config import ClusterConfig, RunConfig
-from crossfed.federation import placement
+from crossfed.errors import CrossfedError, innermost_cause
+from crossfed.federation import checkpoint, placement
+from crossfed.storage import DamagedFile, FileEntry, Storage
 
 
 def _is_worker_failure(err: BaseException) -> bool:
@@ -39,26 +43,39 @@ def only_scalars(metrics: dict) -> dict[str, float]:
 class FederationClient:
     """Ray actor (create with `client_actor_class()`): one experiment client, or the pooled baseline."""
 
-    def __init__(self, config: RunConfig, name: str, experiments: list[str], cluster: ClusterConfig, folder: str,
-                 total_steps: int, placement_group=None):
-        """`placement_group`: None to reserve this client's own group on its node group, or
-        (group, first bundle index) to run inside a group the caller reserved."""
+    def __init__(self, config: RunConfig, name: str, experiments: list[str], cluster: ClusterConfig,
+                 run_location: str, total_steps: int, placement_group=None):
+        """`run_location`: the run's folder in the run storage (a path or URI). `placement_group`: None to
+        reserve this client's own group on its node group, or (group, first bundle index) to run inside a
+        group the caller reserved."""
         # Set-up that can fail happens in `start`, so its error reaches the caller as the exception itself.
         self.config, self.name, self.experiments, self.cluster = config, name, experiments, cluster
         self.total_steps = total_steps  # the LR schedule spans the whole run, not one round
-        self.folder = Path(folder)
+        self.run = Storage(run_location)
+        self.store = self.run.child(f"clients/{name}")
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
         self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
+
+    def check_storage(self) -> None:
+        """Before any training, from this client's node: check that the run storage is reachable from here
+        (the driver has written the run's file there)."""
+        if not self.run.exists(checkpoint.RUN_FILE):
+            import ray
+
+            raise CrossfedError(
+                f"client {self.name!r} (node {ray.util.get_node_ip_address()}) cannot see the run storage "
+                f"{self.run.location}: a local output_dir needs one machine or a disk every node mounts; "
+                f"point output_dir or CROSSFED_STORAGE at shared storage such as s3://bucket/runs")
 
     def start(self):
         """Reserve the workers' placement group (fails fast if the node group cannot host it), start them.
         Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if
         this actor dies the driver removes it before starting the client's successor."""
         if self.given_placement_group is None:
-            # folder = <run dir>/clients/<name>: the run id makes the group's name unique on the cluster
-            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name,
-                                                                           self.folder.parent.parent.name)
+            # run location = <output_dir>/<run id>: the run id makes the group's name unique on the cluster
+            run_id = self.run.location.rstrip("/").rsplit("/", 1)[-1]
+            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name, run_id)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()
@@ -167,33 +184,57 @@ class FederationClient:
             self._restart_workers(checkpoint_round, global_ref[0])
             return {}
 
-    def save(self, round_number: int) -> str:
-        """Checkpoint the full client state (private parameters, optimizer) in this client's folder."""
-        target = self._checkpoint_dir(round_number)
-        self._call_ranks("save_checkpoint", str(target))
-        for older in self.folder.glob("round_*"):  # only the last completed round is needed
-            if older != target:
-                shutil.rmtree(older, ignore_errors=True)
-        return str(target)
+    def save(self, round_number: int) -> FileEntry:
+        """Checkpoint the full client state (private parameters, optimizer, data cursors): every rank puts
+        its own files into the run storage, then the MANIFEST listing them is written; its entry, which
+        the driver's commit marker records."""
+        folder = self.store.child(checkpoint.round_folder(round_number))
+        folder.remove()  # what an attempt that never committed may have left
+        files = checkpoint.merge_rank_files(self._call_ranks("upload_checkpoint", folder.location))
+        return checkpoint.write_manifest(self.store, round_number, files, ranks=len(self.workers.workers))
 
-    def _checkpoint_dir(self, round_number: int) -> Path:
-        return self.folder / f"round_{round_number:05d}"
+    def verify(self, round_number: int, manifest: FileEntry) -> str | None:
+        """Why this client's checkpoint of `round_number` cannot be used (the file and what is wrong with
+        it), checked against the driver's marker and the checksums; None when it is intact."""
+        try:
+            files = checkpoint.read_manifest(self.store, round_number, manifest)
+            self.store.verify(files, checkpoint.round_folder(round_number))
+        except DamagedFile as err:
+            return f"{err.name}: {err.problem}"
+        return None
+
+    def prune(self, keep_rounds: list[int]) -> None:
+        """Delete this client's checkpoints other than `keep_rounds`, the ones committed rounds still name
+        (called by the driver only after a commit)."""
+        keep = {checkpoint.round_folder(r) for r in keep_rounds}
+        for name in self.store.listdir():
+            if name.startswith("round_") and name not in keep:
+                self.store.remove(name)
 
     def export_model(self) -> str:
         """Write this client's full model - the global shared parameters it holds after the last round, its
-        private ones and the adapter normalisers - into its own folder: what fine-tuning at its site starts
-        from."""
+        private ones and the adapter normalisers - into its folder of the run storage, from its own node:
+        what fine-tuning at its site starts from. Its location."""
         from crossfed.federation.result import save_state
 
-        path = self.folder / "final_model.npz"
-        save_state(path, self._call_ranks("model_state")[0])
-        return str(path)
+        location = self.store.url("final_model.npz")
+        save_state(location, self._call_ranks("model_state")[0])
+        return location
 
     def restore(self, round_number: int | None, global_state: dict[str, np.ndarray] | None) -> None:
         """Load this client's checkpoint of round `round_number` (None: it has none yet), then the global
-        model: to resume, to retry a round, or to rebuild a broken worker group."""
+        model: to resume, to retry a round, or to rebuild a broken worker group. Every rank fetches the
+        checkpoint's files itself, each checked against the MANIFEST's checksums."""
         if round_number is not None:
-            self._call_ranks("load_checkpoint", str(self._checkpoint_dir(round_number)))
+            folder = self.store.child(checkpoint.round_folder(round_number))
+            try:
+                files = checkpoint.read_manifest(self.store, round_number)
+                self._call_ranks("download_checkpoint", folder.location, files)
+            except Exception as err:  # noqa: BLE001 - a damaged file is named; anything else propagates as it is
+                cause = innermost_cause(err)
+                if not isinstance(cause, DamagedFile):
+                    raise
+                raise CrossfedError(f"client {self.name}: checkpoint of round {round_number} damaged ({cause})") from None
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 

@@ -23,8 +23,9 @@ brought back any client whose actor died; each takes what the one before returne
                 simply hands its weights over);
 7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
                 round is skipped: not evaluated, checkpointed or reported until it has rejoined);
-8. `commit`     checkpoint the clients, then the driver's round folder (atomically), and only then adopt
-                the new global model and record the round.
+8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; only then
+                adopt the new global model and record the round, and remove checkpoints no kept round
+                needs (`crossfed.federation.checkpoint` describes the protocol and the layout).
 
 Under DP the round's record holds only ε, δ and (with `metric_noise_multiplier`) the noised global
 validation metrics, unless `per_client_metrics` opts out (federation/privacy.py says why).
@@ -39,17 +40,17 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from crossfed.config import ClusterConfig, RunConfig
 from crossfed.errors import CrossfedError
-from crossfed.federation import placement
+from crossfed.federation import checkpoint, placement
 from crossfed.federation.client import client_actor_class, state_nbytes
-from crossfed.federation.result import read_latest_checkpoint, save_state, write_round_checkpoint
+from crossfed.federation.result import save_state
 from crossfed.federation.strategies import ClientUpdate, State, build_strategy
+from crossfed.storage import FileEntry, Storage
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,16 @@ class RecoveryState:
 
     Invariants, true whenever no round is running (`collect` adds stragglers and lost clients, `evaluate`
     lost ones, `idle` frees stragglers whose fit has returned, `rejoin` the lost clients it restarted;
-    `client_rounds` and `completed_rounds` move only in `commit`):
-    - `completed_rounds` is the last round whose driver checkpoint is committed (`latest` names it); the
-      driver's global model and history are those after that round.
-    - `client_rounds[name]`, for every started client, is the round of that client's newest complete
-      checkpoint on disk (0: the one written at start); never more than `completed_rounds`. A retried
-      round and a resumed run restore each client from exactly that checkpoint, and a client whose
-      workers die rebuilds them from it: it is passed along with every `fit` and `evaluate`, so clients
+    `client_rounds`, `client_manifests` and `completed_rounds` move only in `commit`):
+    - `completed_rounds` is the last round whose commit marker is written; the driver's global model and
+      history are those after that round. Round 0 is committed at start (the initial model), so that a
+      run stopped before its first round resumes from there.
+    - `client_rounds[name]`, for every started client, is the round of that client's newest committed
+      checkpoint (0: the one written at start); never more than `completed_rounds`. `client_manifests[name]`
+      is the entry (size, SHA-256) of that checkpoint's MANIFEST, which the marker records. A retried round
+      and a resumed run restore each client from exactly that checkpoint, and a client whose workers die
+      (or a lost client's new actor) rebuilds them from it: its round is passed along with every `fit` and
+      `evaluate`, so clients
       remember none of it themselves.
     - `stragglers[name]` is the unfinished fit of a client dropped for being too slow. Until that fit
       returns the client is busy: not sampled, evaluated or checkpointed (its `client_rounds` entry stays
@@ -123,12 +127,21 @@ class RecoveryState:
       the new actor restores).
     Saved with every round's driver checkpoint (`to_checkpoint`), the stragglers and lost clients
     excepted: after a resume every client is a new actor and none is running.
-    Not yet covered: a crash after the clients' checkpoints of round k and before the driver's commits
-    it. A client keeps only its newest checkpoint, so the one the committed `client_rounds` names is gone.
+
+    Crash windows (the driver or its process killed at any point; `--resume` then continues from the
+    newest intact committed round, and a run without any commit restarts from its initial model):
+    - while clients write round k's checkpoints, or before the driver's marker of round k: round k is not
+      committed; the resume restores round k-1, whose client checkpoints are still there, because a client
+      deletes a checkpoint only when the driver, after committing a newer round, says no kept round needs it.
+      The uncommitted files of round k are overwritten when round k is run again.
+    - after the marker, before the old rounds are removed: both are committed; the next commit removes them.
+    - a file damaged later (a truncated upload, a full disk): its checksum no longer matches, the round is
+      skipped for the one before (`checkpoint.keep` rounds are kept), and said so in one line.
     """
 
     completed_rounds: int = 0
     client_rounds: dict[str, int] = field(default_factory=dict)
+    client_manifests: dict[str, FileEntry] = field(default_factory=dict)
     stragglers: dict[str, Any] = field(default_factory=dict)  # client -> the ObjectRef of its dropped fit
     lost: dict[str, str] = field(default_factory=dict)  # client -> why its actor is gone
 
@@ -148,10 +161,20 @@ class RecoveryState:
                     log.info("the late fit of %s failed: %s", name, err)
         return [name for name in names if name not in self.stragglers and name not in self.lost]
 
-    def committed(self, round_number: int, checkpointed: list[str]) -> None:
-        """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`."""
+    def committed(self, round_number: int, checkpointed: dict[str, FileEntry]) -> None:
+        """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`
+        (client -> its MANIFEST's entry)."""
         self.client_rounds.update(dict.fromkeys(checkpointed, round_number))
+        self.client_manifests.update(checkpointed)
         self.completed_rounds = round_number
+
+    def client_checkpoints(self) -> dict[str, checkpoint.ClientCheckpoint]:
+        return {name: checkpoint.ClientCheckpoint(round_number, self.client_manifests[name])
+                for name, round_number in self.client_rounds.items()}
+
+    def copy(self) -> RecoveryState:
+        """The committed part (what a commit writes before it adopts it); stragglers are not copied."""
+        return RecoveryState(self.completed_rounds, dict(self.client_rounds), dict(self.client_manifests))
 
     def to_checkpoint(self) -> dict:
         return {"round": self.completed_rounds, "client_rounds": dict(self.client_rounds)}
@@ -183,8 +206,10 @@ class FederationDriver:
     A plain class too: the round's steps can be called one by one on an instance (tests do).
     """
 
-    def __init__(self, config: RunConfig, plan: RoundPlan, run_dir: str):
-        self.config, self.plan, self.run_dir = config, plan, Path(run_dir)
+    def __init__(self, config: RunConfig, plan: RoundPlan, run_location: str):
+        """`run_location`: the run's folder in the run storage (a local path or a URI)."""
+        self.config, self.plan = config, plan
+        self.run = Storage(run_location)
         fed = config.federation
         self.strategy = build_strategy(fed.strategy) if plan.federated else None
         self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
@@ -197,12 +222,19 @@ class FederationDriver:
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
 
-    def start(self, resume: bool, placement_group=None) -> None:
+    def start(self, resume: bool, placement_group=None, logged_rounds: int = 0) -> list[str]:
         """Start the clients (failing fast on a node group that cannot host one), then load or make the
-        global model. Separate from __init__ so a CrossfedError reaches the caller as itself."""
+        global model. Separate from __init__ so a CrossfedError reaches the caller as itself.
+
+        With `resume`, the newest committed round whose every file is intact is restored (`logged_rounds`:
+        how many rounds MLflow holds for the run, so that missing storage is not mistaken for a run that
+        never committed). Each client first checks, from its node, that it can reach the run storage.
+        Returns the notes the caller logs (one line on damaged rounds skipped)."""
         import ray
 
         config, plan = self.config, self.plan
+        self.run.write_json(checkpoint.RUN_FILE, {"run": self.run.location, "mode": "federated" if plan.federated
+                                                  else "baseline", "clients": [c.name for c in plan.clients]})
         client_cls = client_actor_class()
         # Check every client before starting any, with earlier clients' reservations counted, so an
         # impossible node group fails in seconds; then start them all at once (DeepSpeed start-up is slow).
@@ -215,21 +247,22 @@ class FederationDriver:
                                                                             bundle_offset)
             given = (placement_group, bundle_offset) if placement_group is not None else None
             bundle_offset += spec.cluster.workers
-            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster,
-                                           str(self.run_dir / "clients" / spec.name), sum(plan.steps_per_round),
-                                           given)
+            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster, self.run.location,
+                                           sum(plan.steps_per_round), given)
             self.clients[spec.name] = client_cls.options(**self.client_options[spec.name]).remote(
                 *self.client_args[spec.name])
+        ray.get([client.check_storage.remote() for client in self.clients.values()])
+        chosen, notes = self.newest_intact_round(logged_rounds) if resume else (None, [])
         groups = ray.get([client.start.remote() for client in self.clients.values()])
         self.client_groups = dict(zip(self.clients, groups))
-        if resume:
-            self._restore()
+        if chosen is not None:
+            self._restore(chosen)
         else:
             first = next(iter(self.clients.values()))
-            self.global_state = ray.get(first.shared_state.remote(plan.shared))
-            # Round 0 checkpoints: a retried first round starts from exactly where the first attempt did.
-            ray.get([client.save.remote(0) for client in self.clients.values()])
-            self.recovery.committed(0, list(self.clients))
+            # Round 0 is committed like any other: a run stopped before round 1 resumes from the initial
+            # model, and a retried first round starts from exactly where the first attempt did.
+            self.commit(0, ray.get(first.shared_state.remote(plan.shared)), None)
+        return notes
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _build_privacy(self):
@@ -243,18 +276,61 @@ class FederationDriver:
         leaves the driver: no per-client metrics, counts, traffic or timings in the record."""
         return self.privacy is not None and not self.config.federation.privacy.per_client_metrics
 
-    def _restore(self) -> None:
+    def newest_intact_round(self, logged_rounds: int) -> tuple[checkpoint.RoundCheckpoint | None, list[str]]:
+        """The newest committed round whose files (the driver's, and every client's, each checked at its own
+        site) match their checksums; and a note naming the damaged rounds skipped for it. None: the run
+        never committed a round (it then starts from its initial model)."""
         import ray
 
-        round_number, self.global_state, driver_state = read_latest_checkpoint(self.run_dir)
-        self.recovery = RecoveryState(round_number, dict(driver_state["client_rounds"]))
+        committed = checkpoint.committed_rounds(self.run)
+        if not committed and logged_rounds > 0:
+            raise CrossfedError(
+                f"cannot resume: MLflow holds {logged_rounds} round(s) of this run but no committed round is in "
+                f"{self.run.location} (was it run with another output_dir or CROSSFED_STORAGE?)")
+        damaged = []
+        for round_number in committed:
+            try:
+                found = checkpoint.read_round(self.run, round_number)
+                missing = sorted(set(self.clients) - set(found.clients))
+                if missing:
+                    raise checkpoint.DamagedCheckpoint(f"no checkpoint of client(s) {', '.join(missing)}")
+                names = list(self.clients)
+                problems = ray.get([self.clients[name].verify.remote(found.clients[name].round,
+                                                                     found.clients[name].manifest) for name in names])
+                for name, problem in zip(names, problems):
+                    if problem:
+                        raise checkpoint.DamagedCheckpoint(f"{name} checkpoint damaged ({problem})")
+            except checkpoint.DamagedCheckpoint as err:
+                damaged.append(f"round {round_number}: {err}")
+                continue
+            notes = ["; ".join(damaged) + f"; resuming from round {round_number}"] if damaged else []
+            return found, notes
+        if damaged:
+            raise CrossfedError(f"cannot resume run {self.run.location}: no intact committed round left "
+                                f"({'; '.join(damaged)})")
+        return None, []
+
+    def _restore(self, found: checkpoint.RoundCheckpoint) -> None:
+        """Adopt a committed round and put every client back to the checkpoint it names. Committed rounds
+        after it (damaged ones) are removed first: they are run and written afresh, as are the files of a
+        round that never committed."""
+        import ray
+
+        for round_number in checkpoint.committed_rounds(self.run):
+            if round_number > found.round:
+                checkpoint.remove_round(self.run, round_number)
+        driver_state = found.driver_state
+        self.recovery = RecoveryState(found.round, {n: c.round for n, c in found.clients.items()},
+                                      {n: c.manifest for n, c in found.clients.items()})
         self.history = driver_state["history"]
+        self.global_state = found.global_state
         if self.strategy is not None:
             self.strategy.load_state_dict(driver_state["strategy"])
         if self.privacy is not None:
             self.privacy.load_state_dict(driver_state["privacy"])
         ray.get([client.restore.remote(self.recovery.client_rounds.get(name), self.global_state)
                  for name, client in self.clients.items()])
+        self._prune(list(self.clients))
 
     # -- queries (tests, CLI) -------------------------------------------------------------------------
     def client_handles(self) -> dict:
@@ -491,20 +567,23 @@ class FederationDriver:
                 log.warning("client %s died in evaluation: %s", futures[ref], type(err).__name__)
         return evaluations
 
-    def commit(self, round_number: int, new_global: State, record: dict, *,
+    def commit(self, round_number: int, new_global: State, record: dict | None, *,
                round_started: float | None = None) -> None:
         """8. Checkpoint every idle client (a straggler keeps its older checkpoint, which a resume then
-        restores), then the driver's round folder; only then are the new global model and the round's
-        record the driver's, and the recovery state moves to this round. `round_started`
-        (time.perf_counter) stamps the record's `time/round_s`, the round up to its clients' checkpoints."""
+        restores), then write the driver's round files and the commit marker; only then are the new global
+        model and the round's record the driver's, the recovery state moves to this round, and checkpoints
+        no kept round needs are removed. `record` None: round 0, the initial model (no record).
+        `round_started` (time.perf_counter) stamps the record's `time/round_s`, the round up to its
+        clients' checkpoints."""
         import ray
 
         idle = self.recovery.idle(list(self.clients))
-        ray.get([self.clients[name].save.remote(round_number) for name in idle])
-        if round_started is not None:
+        manifests = dict(zip(idle, ray.get([self.clients[name].save.remote(round_number) for name in idle])))
+        if record is not None and round_started is not None:
             record["time/round_s"] = time.perf_counter() - round_started
-        recovery = RecoveryState(self.recovery.completed_rounds, dict(self.recovery.client_rounds))
-        recovery.committed(round_number, idle)
+        history = [*self.history, record] if record is not None else list(self.history)
+        recovery = self.recovery.copy()
+        recovery.committed(round_number, manifests)
         driver_state = {
             **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
@@ -512,12 +591,26 @@ class FederationDriver:
             # client sampling is drawn from (seed, round) (under DP sampling and noise come from OS
             # entropy, kept nowhere); the training RNGs are in each client's checkpoint
             "rng": {"seed": self.config.seed},
-            "history": [*self.history, record],
+            "history": history,
         }
-        write_round_checkpoint(self.run_dir, round_number, new_global, driver_state)
+        checkpoint.write_round(self.run, round_number, new_global, driver_state, recovery.client_checkpoints())
         self.global_state = new_global
-        self.history.append(record)
-        self.recovery.committed(round_number, idle)
+        self.history = history
+        self.recovery.committed(round_number, manifests)
+        self._prune(idle)
+
+    def _prune(self, names: list[str]) -> None:
+        """Keep the newest `checkpoint.keep` committed rounds; the clients `names` (idle ones) delete the
+        checkpoints none of them names. Only ever after a commit, and a failure here costs disk space,
+        never the run."""
+        import ray
+
+        try:
+            needed = checkpoint.prune_rounds(self.run, self.config.checkpoint.keep)
+            ray.get([self.clients[name].prune.remote(sorted(needed.get(name, {self.recovery.client_rounds[name]})))
+                     for name in names])
+        except Exception as err:  # noqa: BLE001 - the round is committed whatever happens here
+            log.warning("removing old checkpoints failed: %s", err)
 
     def _traffic_and_time(self, sampled: list[str], collected: Collected, new_global: State, fit_wall_s: float,
                           aggregation_s: float) -> dict[str, float]:
@@ -567,7 +660,7 @@ class FederationDriver:
         cannot is left out, with a warning."""
         import ray
 
-        path = self.run_dir / "global_final.npz"
+        path = self.run.url("global_final.npz")
         save_state(path, self.global_state)
         self.rejoin()
         for name, why in self.recovery.lost.items():
@@ -580,7 +673,7 @@ class FederationDriver:
                 footprints[name] = ray.get(client.footprint.remote())
             except Exception as err:  # noqa: BLE001 - a footprint is reported "where available"
                 log.info("no footprint from %s: %s", name, err)
-        return {"global_state_path": str(path), "client_models": client_models, "footprints": footprints}
+        return {"global_state_path": path, "client_models": client_models, "footprints": footprints}
 
     def shutdown(self) -> None:
         import ray

@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import threading
-from pathlib import Path
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -33,6 +32,7 @@ from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
 from crossfed.ray_session import connect_ray
+from crossfed.storage import Storage, storage_root
 
 log = logging.getLogger(__name__)
 ALL_GROUPS = ["adapter", "backbone", "heads"]
@@ -110,9 +110,16 @@ def driver_name(run_id: str) -> str:
     return f"crossfed-driver-{run_id}"
 
 
+# Keys a resumed run may change: how long it goes on and how it is run, never what it computes.
+RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_timeout_s",
+                  "federation.max_round_retries", "checkpoint.", "tracking.", "data.cache_dir")
+
+
 @contextlib.contextmanager
-def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id: str | None, run_name: str | None):
-    """A new MLflow parent run, or the resumed run re-opened (its params and tags are already there).
+def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags: dict[str, str],
+                 parent_run_id: str | None, run_name: str | None):
+    """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params and
+    tags are already there. `data_tags`: the data fingerprints, computed at each client's site.
 
     A run to resume that MLflow still shows RUNNING is taken over when the process that ran it is gone,
     and refused while it runs. Either way the run is marked as this process's.
@@ -121,28 +128,58 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
 
     from crossfed import tracking
 
-    if resume is None:
+    if resume_id is None:
         with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
-                                parent_run_id=parent_run_id) as run:
+                                parent_run_id=parent_run_id, nested_tags=data_tags) as run:
             mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
             yield run
         return
+    mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
+    found = mlflow.get_run(resume_id)
+    if found.info.status == "RUNNING":
+        owner = json.loads(found.data.tags.get(PROCESS_TAG, "{}"))
+        if owner and process_alive(owner, resume_id):
+            raise CrossfedError(f"run {resume_id} is still running (process {owner['pid']} on {owner['host']}); "
+                                "stop it before resuming, or wait for it")
+        log.warning("run %s was left RUNNING by process %s on %s, which is gone: taking it over", resume_id,
+                    owner.get("pid", "?"), owner.get("host", "?"))
+    with mlflow.start_run(run_id=resume_id) as run:
+        mlflow.set_tags({PROCESS_TAG: json.dumps(this_process()), **data_tags})
+        yield run
+
+
+def resumable_run(config: RunConfig, mode: str, resume: str) -> str:
+    """The id of the run `resume` names, after checking that it was run in this mode with this config
+    (`RESUMABLE_KEYS` excepted). Needs only MLflow, so a refused resume starts no Ray."""
+    import mlflow
+
+    from crossfed import tracking
+
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
     found = tracking.find_run(resume)
     run_id = found.info.run_id
     logged_mode = found.data.tags.get("crossfed.mode")
     if logged_mode and logged_mode != mode:
         raise CrossfedError(f"run {run_id} was a {logged_mode} run; resume it with --mode {logged_mode}")
-    if found.info.status == "RUNNING":
-        owner = json.loads(found.data.tags.get(PROCESS_TAG, "{}"))
-        if owner and process_alive(owner, run_id):
-            raise CrossfedError(f"run {run_id} is still running (process {owner['pid']} on {owner['host']}); "
-                                "stop it before resuming, or wait for it")
-        log.warning("run %s was left RUNNING by process %s on %s, which is gone: taking it over", run_id,
-                    owner.get("pid", "?"), owner.get("host", "?"))
-    with mlflow.start_run(run_id=run_id) as run:
-        mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
-        yield run
+    check_resume_config(config, found)
+    return run_id
+
+
+def check_resume_config(config: RunConfig, run) -> None:
+    """Refuse to continue an MLflow `run` with a config that computes something else than the one it
+    logged (its params, the flattened config): one line naming every differing key, with both values."""
+    from crossfed.tracking import flatten
+
+    before = run.data.params
+    now = flatten(config.model_dump(mode="json", by_alias=True))
+    differing = [key for key in sorted(before.keys() | now.keys())
+                 if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_KEYS)]
+    if differing:
+        shown = ", ".join(f"{key} (logged {before.get(key, '-')}, now {now.get(key, '-')})" for key in differing[:8])
+        more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
+        raise CrossfedError(
+            f"cannot resume run {run.info.run_id} with a different config: {shown}{more}; only "
+            f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} may change")
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
@@ -164,24 +201,29 @@ def run_federation(
     register_model: bool = True,
     address: str | None = None,
 ) -> FederationResult:
-    """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint under output_dir/<run id>/.
+    """Pre-train by federation (or a baseline) on Ray; log to MLflow; checkpoint in the run storage under
+    `<storage>/<run id>/` (`output_dir`, or CROSSFED_STORAGE: a local folder or a URI such as s3://…).
 
-    `resume`: a run id or name whose last completed round to continue from. `on_round(round_number,
+    `resume`: a run id or name to continue from its newest intact committed round (a run that never
+    committed one restarts from its initial model); its config must equal the logged one but for
+    `RESUMABLE_KEYS`. `on_round(round_number,
     record)` is called after every completed round with its scalar record. `placement_group`: run the
     clients' workers in this group's bundles (in client order; a Tune trial's own bundle 0 is skipped)
     instead of one group per client. `register_model=False` logs the final model without registering a
     version (a sweep registers only its best trial's). Ray: see `connect_ray`; `address` is a cluster to
     join when no Ray is initialised (default RAY_ADDRESS, else an embedded local Ray for this call). The
-    plan is checked before any Ray starts: a wrong mode or experiment costs no start-up.
+    plan and a resumed run's config are checked before any Ray starts: a user error costs no start-up.
     """
     plan = plan_rounds(config, mode, experiment)
+    resume_id = resumable_run(config, mode, resume) if resume is not None else None
+    Storage(storage_root(config.output_dir))  # an unknown scheme or a missing s3fs: one line, nothing logged
     with connect_ray(address), interrupted_by_sigterm():
         # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
             _check_node_groups(plan)  # the driver checks again, with what is free then
-        check_data_at_its_site(config, plan)
-        return _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
-                            register_model)
+        fingerprints = check_data_at_its_site(config, plan)
+        return _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id,
+                            run_name, register_model)
 
 
 @contextlib.contextmanager
@@ -202,15 +244,16 @@ def interrupted_by_sigterm():
         signal.signal(signal.SIGTERM, before)
 
 
-def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_run_id, run_name,
+def _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id, run_name,
                  register_model) -> FederationResult:
     import mlflow
 
-    with tracking_run(config, mode, resume, parent_run_id, run_name) as run:
+    with tracking_run(config, mode, resume_id, fingerprints, parent_run_id, run_name) as run:
         run_id = run.info.run_id
         progress = {"round": None}  # the last round known to be committed, for the interruption message
         try:
-            return _run_started(config, plan, run_id, resume, on_round, placement_group, register_model, progress)
+            return _run_started(config, plan, run_id, resume_id is not None, on_round, placement_group,
+                                register_model, progress)
         except KeyboardInterrupt:
             completed = progress["round"] if progress["round"] is not None else _last_logged_round(run_id)
             stopped = FederationInterrupted(run_id, completed)
@@ -222,15 +265,14 @@ def _run_tracked(config, plan, mode, resume, on_round, placement_group, parent_r
             raise
 
 
-def _run_started(config, plan, run_id, resume, on_round, placement_group, register_model,
+def _run_started(config, plan, run_id, resume: bool, on_round, placement_group, register_model,
                  progress) -> FederationResult:
     import mlflow
 
-    run_dir = Path(config.output_dir).resolve() / run_id
-    if resume is not None and not (run_dir / "latest").is_file():
-        raise CrossfedError(f"cannot resume run {run_id}: no completed round under {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    driver = _start_driver(config, plan, run_dir, resume is not None, placement_group)
+    location = f"{storage_root(config.output_dir)}/{run_id}"
+    mlflow.set_tag("crossfed.storage", location)
+    rounds_logged = _last_logged_round(run_id) if resume else 0
+    driver = _start_driver(config, plan, location, run_id, resume, placement_group, rounds_logged)
     try:
         history = _run_rounds(driver, plan, on_round, run_id, progress)
         final = _get(driver.finish.remote())
@@ -242,7 +284,7 @@ def _run_started(config, plan, run_id, resume, on_round, placement_group, regist
     for client, footprint in final["footprints"].items():
         mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
     _log_final_model(config, run_id, final["global_state_path"], register_model)
-    return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
+    return FederationResult(run_id, location, final["global_state_path"], history, final["client_models"])
 
 
 def _ask_committed_round(driver, progress: dict) -> None:
@@ -261,10 +303,12 @@ def _check_node_groups(plan: RoundPlan) -> None:
         free = check_feasible(spec.cluster, spec.name, free)
 
 
-def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> None:
+def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]:
     """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
     one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
-    file is found before any run or folder is made. All problems, one line each; exit code 2.
+    file is found before any run or folder is made. All problems, one line each; exit code 2. Returns the
+    data's fingerprints, computed there too (the tags `crossfed.data.<experiment>.<dataset>`): the process
+    that starts the run never opens the data.
 
     Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
     pyarrow (through awkward) was seen to abort on its way out, printing a C++ stack trace at the user.
@@ -278,23 +322,27 @@ def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> None:
     actors = [checker.options(label_selector=label_selector(spec.cluster), scheduling_strategy="DEFAULT").remote()
               for spec in plan.clients]
     try:
-        found = _get([actor.problems.remote(config, spec.experiments) for actor, spec in zip(actors, plan.clients)])
+        found = _get([actor.report.remote(config, spec.experiments) for actor, spec in zip(actors, plan.clients)])
     finally:
         for actor in actors:
             ray.kill(actor)
-    problems = [problem for client_problems in found for problem in client_problems]
+    problems = [problem for client_problems, _ in found for problem in client_problems]
     if problems:
         raise CrossfedError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} problems with the data\n  " + "\n  ".join(problems))
+    return {tag: value for _, tags in found for tag, value in tags.items()}
 
 
 class DataChecker:
-    """Ray actor (see `check_data_at_its_site`): one client's data checks, on its node group."""
+    """Ray actor (see `check_data_at_its_site`): one client's data checks and fingerprints, on its node group."""
 
-    def problems(self, config: RunConfig, experiments: list[str]) -> list[str]:
+    def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The problems with these experiments' data; when there are none, its fingerprints."""
         from crossfed.data.checks import check_experiment
+        from crossfed.tracking import dataset_fingerprints
 
-        return [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
+        problems = [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
+        return problems, {} if problems else dataset_fingerprints(config, experiments)
 
 
 def _get(ref):
@@ -306,19 +354,24 @@ def _get(ref):
         raise unwrap_ray_error(err) from None
 
 
-def _start_driver(config: RunConfig, plan: RoundPlan, run_dir: Path, resume: bool, placement_group):
-    """The driver actor, on this process's node so its checkpoints land where this process can read them."""
+def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str, resume: bool, placement_group,
+                  rounds_logged: int):
+    """The driver actor, started, with its notes (damaged rounds skipped) logged. It runs on this process's
+    node, which needs no access to any experiment's data: only the clients (and the checks at their sites
+    before them) read it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_dir.name)).remote(
-        config, plan, str(run_dir))
+    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_id)).remote(
+        config, plan, location)
     try:
-        _get(driver.start.remote(resume, placement_group))
+        notes = _get(driver.start.remote(resume, placement_group, rounds_logged))
     except BaseException:
         _stop_driver(driver)
         raise
+    for note in notes:
+        log.warning("%s", note)
     return driver
 
 
@@ -351,9 +404,11 @@ def _log_round(record: dict) -> None:
 
 
 def _logged_rounds(run_id: str) -> set[int]:
+    """The rounds MLflow has a record of: every record holds `clients/sampled`, under DP `privacy/epsilon`."""
     import mlflow
 
-    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "clients/sampled")}
+    client = mlflow.MlflowClient()
+    return {m.step for key in ("clients/sampled", "privacy/epsilon") for m in client.get_metric_history(run_id, key)}
 
 
 def _last_logged_round(run_id: str) -> int:

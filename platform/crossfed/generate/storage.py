@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from crossfed.errors import CrossfedError
+from crossfed.storage import filesystem  # one fsspec entry point: one error for a missing s3fs
 
 
 def is_uri(location: str | Path) -> bool:
@@ -33,26 +34,10 @@ def parent(location: str) -> str:
     return posixpath.dirname(location.rstrip("/")) if is_uri(location) else str(Path(location).parent)
 
 
-def _filesystem(location: str):
-    """(fsspec filesystem, path inside it); a missing driver or unknown scheme is a one-line error."""
-    import fsspec
-
-    from crossfed import extras
-
-    extras.url_driver(location)
-    try:
-        return fsspec.core.url_to_fs(location)
-    except ImportError as err:  # a protocol whose driver extras.py does not know
-        scheme = location.split("://", 1)[0]
-        raise CrossfedError(f"{location}: writing to {scheme}:// needs a package that is not installed: {err}") from None
-    except ValueError as err:
-        raise CrossfedError(f"{location}: {err}") from None
-
-
 def exists(location: str) -> bool:
     if not is_uri(location):
         return Path(location).exists()
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     return fs.exists(path)
 
 
@@ -60,7 +45,7 @@ def list_names(folder: str) -> list[str]:
     """Names of the files directly in `folder` (none if it does not exist)."""
     if not is_uri(folder):
         return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
-    fs, path = _filesystem(folder)
+    fs, path = filesystem(folder)
     fs.invalidate_cache(path)  # another node may have written there since we last looked
     try:
         return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
@@ -71,7 +56,7 @@ def list_names(folder: str) -> list[str]:
 def make_folder(folder: str) -> None:
     try:
         if is_uri(folder):
-            fs, path = _filesystem(folder)
+            fs, path = filesystem(folder)
             fs.makedirs(path, exist_ok=True)  # object stores have no folders: a no-op there
         else:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -82,7 +67,7 @@ def make_folder(folder: str) -> None:
 def remove_folder(folder: str) -> None:
     """Delete a folder and what is in it; a folder that is already gone is fine."""
     if is_uri(folder):
-        fs, path = _filesystem(folder)
+        fs, path = filesystem(folder)
         if fs.exists(path):
             fs.rm(path, recursive=True)
         return
@@ -101,7 +86,7 @@ def write_file(location: str, write: Callable[[Path], None]) -> None:
         except OSError as err:
             raise CrossfedError(f"{location}: cannot write: {err.strerror or err}") from None
         return
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     with tempfile.TemporaryDirectory(prefix="crossfed-upload-") as scratch:
         local = Path(scratch) / name(location)
         write(local)
@@ -118,7 +103,7 @@ def write_text(location: str, text: str) -> None:
 def read_text(location: str) -> str:
     if not is_uri(location):
         return Path(location).read_text()
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     with fs.open(path, "r") as file:
         return file.read()
 
@@ -127,7 +112,7 @@ def fetch(location: str, scratch: Path) -> Path:
     """A local path to read `location` from: itself, or a copy downloaded into `scratch`."""
     if not is_uri(location):
         return Path(location)
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     local = scratch / name(location)
     fs.get_file(path, str(local))
     return local
@@ -144,7 +129,7 @@ def check_writable(location: str) -> None:
         if not os.access(out.parent, os.W_OK):
             raise CrossfedError(f"{out}: the folder {out.parent} is not writable")
         return
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     probe = f"{posixpath.dirname(path)}/.crossfed-write-test-{os.getpid()}"
     try:
         fs.pipe_file(probe, b"")

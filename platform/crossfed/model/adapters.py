@@ -43,11 +43,16 @@ class RunningNormaliser(nn.Module):
     The statistics are the average over the first `max_updates` training batches, then frozen, so the
     input scale settles early and stays fixed. They are updated after use, so an output never depends on
     the other events of its batch. Everything stays on the device (no host sync per step).
+
+    With `across_ranks` (set by the trainer of a client with several DeepSpeed ranks) a batch's statistics
+    are those of every rank's micro-batch together, so all ranks hold the same buffers: a checkpoint that
+    keeps one rank's copy (ZeRO 0-2 save only rank 0's module state) then restores every rank exactly.
     """
 
     def __init__(self, n_features: int, max_updates: int = 1000):
         super().__init__()
         self.max_updates = max_updates
+        self.across_ranks = False
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("var", torch.ones(n_features))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -58,15 +63,22 @@ class RunningNormaliser(nn.Module):
             self._update(x, mask)
         return normalised
 
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over the ranks (a collective: every rank trains the same number of passes)."""
+        if self.across_ranks:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
     @torch.no_grad()
     def _update(self, x: torch.Tensor, mask: torch.Tensor) -> None:
         weights = mask[..., None].float()
-        count = weights.sum((0, 1)).clamp_min(1.0)
-        batch_mean = (x * weights).sum((0, 1)) / count
-        batch_var = ((x - batch_mean) ** 2 * weights).sum((0, 1)) / count
+        totals = self._sum(torch.cat([weights.sum((0, 1)), (x * weights).sum((0, 1))]))  # [objects, sums...]
+        count = totals[:1].clamp_min(1.0)
+        batch_mean = totals[1:] / count
+        batch_var = self._sum(((x - batch_mean) ** 2 * weights).sum((0, 1))) / count
         # Cumulative average: rate 1/(k+1) for the k-th update, then 0 once frozen; a batch without real
         # objects contributes nothing. Written with tensor ops only, so no .item() sync.
-        has_objects = mask.any().float()
+        has_objects = (totals[0] > 0).float()
         rate = torch.where(self.updates < self.max_updates, 1.0 / (self.updates + 1).float(), 0.0) * has_objects
         self.mean.lerp_(batch_mean.to(self.mean.dtype), rate.to(self.mean.dtype))
         self.var.lerp_(batch_var.to(self.var.dtype), rate.to(self.var.dtype))

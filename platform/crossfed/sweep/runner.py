@@ -77,7 +77,15 @@ def pin_to_working_directory(sweep: Sweep) -> None:
 
 
 def storage_dir(sweep: Sweep) -> Path:
-    """Where Tune keeps the sweep's trials (one folder per sweep) and ASHA its rung scores."""
+    """Where Tune keeps the sweep's trials (one folder per sweep) and ASHA its rung scores: a local folder
+    below output_dir. (The trials' federations checkpoint to the run storage, which CROSSFED_STORAGE may
+    point at a URI.)"""
+    from crossfed.storage import is_uri
+
+    if is_uri(sweep.base.output_dir):
+        raise CrossfedError(
+            f"{sweep.path}: output_dir {sweep.base.output_dir}: a sweep keeps Ray Tune's state in a local folder; "
+            f"give output_dir a folder, and the URI to CROSSFED_STORAGE for the trials' checkpoints")
     return Path(sweep.base.output_dir).resolve() / "sweeps"
 
 
@@ -230,9 +238,11 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
 
     reported = []
 
-    def report(round_index: int, metrics: dict[str, float]) -> None:
+    def report(round_index: int, metrics: dict[str, float], run_id: str | None = None) -> None:
+        """`run_id`: the federation's MLflow run; by default the active one (reports during the run)."""
+        run_id = run_id or mlflow.active_run().info.run_id
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "federation.json").write_text(json.dumps({"run_id": mlflow.active_run().info.run_id}))
+            (Path(folder) / "federation.json").write_text(json.dumps({"run_id": run_id}))
             tune.report({**metrics, "round": round_index}, checkpoint=tune.Checkpoint.from_directory(folder))
         reported.append(round_index)
 
@@ -249,23 +259,14 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     if not reported and result.history:
         # The federation had already run its last round when the sweep was interrupted, before Tune
         # recorded that round: report it again so that the trial ends on its final result.
-        report(result.history[-1]["round"], result.history[-1])
+        report(result.history[-1]["round"], result.history[-1], result.run_id)
 
 
 def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str | None:
     """The trial's federation run from before an interruption that came before its first Tune report.
 
-    A run with a completed round is continued. One without (stopped while its clients were starting)
-    holds nothing worth keeping: it is deleted so that the trial still has exactly one MLflow run.
+    It is continued: from its newest committed round, or, if it never committed one (stopped while its
+    clients were starting), from its initial model, so the trial keeps exactly one MLflow run.
     """
-    import mlflow
-
-    from crossfed import tracking
-
     earlier = trial_runs(config, parent_run_id).get(trial_id)
-    if earlier is None:
-        return None
-    if (Path(config.output_dir).resolve() / earlier.info.run_id / "latest").is_file():
-        return earlier.info.run_id
-    mlflow.MlflowClient(tracking.tracking_uri(config.tracking)).delete_run(earlier.info.run_id)
-    return None
+    return earlier.info.run_id if earlier is not None else None

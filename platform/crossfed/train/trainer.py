@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from crossfed.atomic import discard, move_into_place, temporary_sibling
 from crossfed.config import RunConfig
 from crossfed.data.augment import augment
 from crossfed.data.events import EventBatch
@@ -185,6 +185,7 @@ class LocalTrainer:
         self.objective = PretrainingObjective(self.model, self.tasks)
         self.engine = self._build_engine(total_steps or training.steps)
         self.model = self.engine.module.model  # the same parameters, as DeepSpeed converted them
+        self._normalise_across_ranks()
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.micro_steps = 0
         self.global_shared: dict[str, torch.Tensor] = {}
@@ -208,6 +209,15 @@ class LocalTrainer:
             config=deepspeed_config(training, self.world_size),
         )
         return engine
+
+    def _normalise_across_ranks(self) -> None:
+        """Several ranks: the adapters' running statistics from every rank's batch, the same on all ranks
+        (else each rank drifts on its own shard, and a checkpoint keeps only one rank's copy)."""
+        from crossfed.model.adapters import RunningNormaliser
+
+        for module in self.model.modules():
+            if isinstance(module, RunningNormaliser):
+                module.across_ranks = self.world_size > 1
 
     # ---- batches -------------------------------------------------------------------------------------
 
@@ -310,12 +320,11 @@ class LocalTrainer:
     # ---- checkpoints ---------------------------------------------------------------------------------
 
     def save_checkpoint(self, directory: str | Path) -> None:
-        """Full client state (collective); written beside `directory`, then moved into place: never half-written."""
+        """This rank's part of the full client state into a local folder (collective): DeepSpeed's files
+        (model states at rank 0 below ZeRO-3, each rank's optimizer partition) and this rank's trainer
+        state. Ranks may share the folder or each have their own (`upload_checkpoint`)."""
         directory = Path(directory)
-        partial = temporary_sibling(directory, "partial")  # one name for every rank: they fill it together
-        if self.rank == 0:
-            discard(partial)  # left by an interrupted save
-        torch.distributed.barrier()
+        (directory / CHECKPOINT_TAG).mkdir(parents=True, exist_ok=True)
         # Per-rank state (data cursor, RNGs): DeepSpeed's client_state is only written by data-parallel rank 0.
         rank_state = {
             "micro_steps": self.micro_steps,
@@ -324,14 +333,11 @@ class LocalTrainer:
             "torch_rng": torch.get_rng_state(),
             "global_shared": {name: t.cpu() for name, t in self.global_shared.items()},
         }
-        self.engine.save_checkpoint(str(partial), tag=CHECKPOINT_TAG)
-        torch.save(rank_state, partial / CHECKPOINT_TAG / f"rank_{self.rank}_trainer_state.pt")
-        torch.distributed.barrier()
-        if self.rank == 0:
-            move_into_place(partial, directory)
-        torch.distributed.barrier()
+        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        torch.save(rank_state, directory / CHECKPOINT_TAG / f"rank_{self.rank}_trainer_state.pt")
 
     def load_checkpoint(self, directory: str | Path) -> None:
+        """Load a full client state from a local folder holding every rank's files (collective)."""
         directory = Path(directory)
         rank_file = directory / CHECKPOINT_TAG / f"rank_{self.rank}_trainer_state.pt"
         if not rank_file.is_file():
@@ -347,6 +353,24 @@ class LocalTrainer:
         self.generator.set_state(rank_state["generator"])
         torch.set_rng_state(rank_state["torch_rng"])
         self.global_shared = {name: t.to(self.device) for name, t in rank_state["global_shared"].items()}
+
+    def upload_checkpoint(self, location: str) -> dict:
+        """Save this rank's part into a private local folder and put its files at `location` in the run
+        storage (collective): every rank writes its own shard, no disk is shared. {file: FileEntry}."""
+        from crossfed.storage import Storage
+
+        with tempfile.TemporaryDirectory(prefix="crossfed-checkpoint-") as local:
+            self.save_checkpoint(local)
+            return Storage(location).upload_folder(Path(local))
+
+    def download_checkpoint(self, location: str, files: dict) -> None:
+        """Fetch a client checkpoint's `files` ({name: FileEntry}, every rank's) from the run storage,
+        each checked against its checksum, and load it (collective)."""
+        from crossfed.storage import Storage
+
+        with tempfile.TemporaryDirectory(prefix="crossfed-checkpoint-") as local:
+            Storage(location).download_verified(files, Path(local))
+            self.load_checkpoint(local)
 
     def model_state(self) -> dict[str, np.ndarray]:
         """Every parameter as full float32 plus the buffers (adapter normalisers; collective): what

@@ -1,13 +1,11 @@
-"""The engine's plain parts: how each mode is planned, and the atomic round checkpoints."""
+"""The engine's plain parts: how each mode is planned (round checkpoints: tests/storage/test_run_storage.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
-from crossfed.federation.result import load_state, read_latest_checkpoint, write_round_checkpoint
 from crossfed.federation.rounds import plan_rounds
 
 
@@ -44,20 +42,3 @@ def test_bad_mode_or_experiment_is_a_user_error():
         plan_rounds(config(), "swarm", None)
     with pytest.raises(CrossfedError, match=r"local mode needs --experiment, one of cms, atlas \(got 'lhcb'\)"):
         plan_rounds(config(), "local", "lhcb")
-
-
-def test_round_checkpoint_is_committed_whole_and_only_the_last_round_is_kept(tmp_path):
-    with pytest.raises(CrossfedError, match="no completed round to resume from"):
-        read_latest_checkpoint(tmp_path)
-    for round_number in (1, 2):
-        state = {"backbone.w": np.full((2, 3), round_number, np.float32)}
-        write_round_checkpoint(tmp_path, round_number, state, {"round": round_number, "history": [round_number]})
-    number, state, driver_state = read_latest_checkpoint(tmp_path)
-    assert number == 2 and driver_state == {"round": 2, "history": [2]}
-    np.testing.assert_array_equal(state["backbone.w"], np.full((2, 3), 2, np.float32))
-    assert sorted(p.name for p in (tmp_path / "rounds").iterdir()) == ["round_00002"]
-    # a crash while writing round 3 leaves its temporary folder; round 2 stays the one to resume from
-    (tmp_path / "rounds" / ".round_00003.tmp").mkdir()
-    assert read_latest_checkpoint(tmp_path)[0] == 2
-    np.testing.assert_array_equal(load_state(tmp_path / "rounds" / "round_00002" / "global.npz")["backbone.w"],
-                                  state["backbone.w"])
