@@ -72,12 +72,13 @@ def demo(
 
 
 def _print_models(console, result, config: Path) -> None:
-    """Each pre-trained model, as the `crossfed finetune` command that starts from it."""
-    console.print("pre-trained models (pre-training run, then the command that fine-tunes from the model):",
-                  highlight=False)
+    """Each pre-trained model, as the `crossfed finetune` command that starts from it (`-c RUN_ID` takes the
+    run's model for -e; the file at this site is the same model)."""
+    console.print("pre-trained models (the command that fine-tunes from each; -c also takes runs:/RUN_ID/model, "
+                  "a registered models:/NAME/VERSION, or the file):", highlight=False)
     for label, (run_id, path) in result.models.items():
         experiment = label.split("/", 1)[1]
-        console.print(f"  {label:18s} run {run_id}: crossfed finetune {config} -e {experiment} -c {path}",
+        console.print(f"  {label:18s} crossfed finetune {config} -e {experiment} -c {run_id}   (file: {path})",
                       highlight=False, markup=False)
 
 

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -122,8 +123,8 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
     from crossfed import tracking
 
     if resume is None:
-        with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
-                                parent_run_id=parent_run_id) as run:
+        with tracking.start_run(config, run_name or tracking.run_name(config, mode), mode=mode,
+                                parent_run_id=parent_run_id, description=describe_pretraining(config, mode)) as run:
             mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
             yield run
         return
@@ -143,6 +144,17 @@ def tracking_run(config: RunConfig, mode: str, resume: str | None, parent_run_id
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
         yield run
+
+
+def describe_pretraining(config: RunConfig, mode: str) -> str:
+    """The run's description: what is trained how (the MLflow UI shows it on the run's page)."""
+    fed = config.federation
+    how = {"federated": f"federated pre-training ({fed.strategy.name}, sharing {', '.join(fed.shared)})",
+           "local": "local pre-training (one experiment alone, the baseline)",
+           "centralized": "centralized pre-training (every experiment's events pooled, the baseline)"}[mode]
+    return (f"{how[0].upper()}{how[1:]} of a {config.model.preset} model on {', '.join(config.experiments)} "
+            f"for up to {fed.rounds} rounds, config {config.name!r}. The final model is logged under `model/`: "
+            "fine-tune it with `crossfed finetune CONFIG -e EXPERIMENT -c RUN_ID`.")
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
@@ -239,9 +251,9 @@ def _run_started(config, plan, run_id, resume, on_round, placement_group, regist
         raise
     finally:
         _stop_driver(driver)
-    for client, footprint in final["footprints"].items():
-        mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
-    _log_final_model(config, run_id, final["global_state_path"], register_model)
+    for client, footprint in final["footprints"].items():  # one value per run: parameters, not 1-step series
+        mlflow.log_params({f"client.{client}.{k}": f"{v:.6g}" for k, v in footprint.items()})
+    _log_final_model(config, plan, run_id, final, register_model)
     return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
 
 
@@ -335,7 +347,10 @@ def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) 
     progress["round"] = completed
     _log_unlogged_rounds(run_id, history)
     for _ in range(completed, len(plan.steps_per_round)):
+        started = time.perf_counter()
         record = _get(driver.run_round.remote())
+        if "time/round_s" in record:  # the whole round as this process waited for it: retries, checkpoints
+            record["time/round_s"] = time.perf_counter() - started
         progress["round"] = record["round"]
         _log_round(record)
         history.append(record)
@@ -372,16 +387,31 @@ def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
 
 
 FINAL_MODEL_ARTIFACT = "model"
+MODEL_INFO = "crossfed.json"  # in the model folder: the model's settings and which file serves which experiment
 
 
-def _log_final_model(config: RunConfig, run_id: str, global_state_path: str, register: bool) -> None:
+def _log_final_model(config: RunConfig, plan: RoundPlan, run_id: str, final: dict, register: bool) -> None:
+    """The run's `model/` folder: the global shared state (`state.npz`), each client's full model
+    (`clients/<client>/state.npz`, what fine-tuning an experiment starts from) and `crossfed.json` naming
+    the model settings and each experiment's file; registered as a version when `register`."""
     import mlflow
 
     from crossfed import tracking
 
-    tracking.log_state_dict(load_state(global_state_path), FINAL_MODEL_ARTIFACT)
+    tracking.log_state_dict(load_state(final["global_state_path"]), FINAL_MODEL_ARTIFACT)
+    per_experiment = {}
+    for spec in plan.clients:
+        if spec.name in final["client_models"]:
+            path = tracking.log_state_dict(load_state(final["client_models"][spec.name]),
+                                           f"{FINAL_MODEL_ARTIFACT}/clients/{spec.name}")
+            per_experiment.update(dict.fromkeys(spec.experiments, path.removeprefix(f"{FINAL_MODEL_ARTIFACT}/")))
+    info = {"model": config.model.model_dump(mode="json"), "common_adapter": config.federation.common_adapter,
+            "experiments": per_experiment}
+    mlflow.log_dict(info, f"{FINAL_MODEL_ARTIFACT}/{MODEL_INFO}")
+    mlflow.set_tags({"crossfed.experiments": ",".join(e for spec in plan.clients for e in spec.experiments),
+                     "crossfed.rounds": str(len(plan.steps_per_round))})
     if register:
-        version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, config.tracking.registered_model)
+        version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, tracking.registered_model_name(config))
         mlflow.set_tag("crossfed.model_version", version)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -135,13 +136,16 @@ def _tensors(events: EventBatch, device: str):
 
 
 def finetune(config: RunConfig, experiment: str, labelled_events: int,
-             pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None) -> FinetuneMetrics:
+             pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None,
+             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneMetrics:
     """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
 
     `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`
     (`adapters.common.*` when the config shares the adapter);
     None trains from scratch. `data`: labelled events (labels 1 = signal) instead of the config's datasets.
     The best epoch on the validation split is kept. Returns test-set metrics and the ROC curve.
+    `on_epoch(epoch, {"train_loss", "val_loss"})` is called after each epoch (1-based; train_loss: the
+    epoch's mean batch loss), for logging.
     """
     from crossfed.model import build_model
 
@@ -167,8 +171,9 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     order_rng = np.random.default_rng(config.seed)
     max_steps = settings.max_steps or float("inf")
     best_loss, best_state, steps = float("inf"), None, 0
-    for _ in range(settings.epochs):
+    for epoch in range(1, settings.epochs + 1):
         model.train()
+        batch_losses = []
         order = order_rng.permutation(len(train_events))
         for start in range(0, len(order), batch_size):
             batch = train_events.take(order[start:start + batch_size])
@@ -177,6 +182,7 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            batch_losses.append(loss.detach().item())
             steps += 1
             if steps >= max_steps:
                 break
@@ -184,6 +190,8 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
             raise CrossfedError(f"experiment {experiment}: fine-tuning loss became {float(loss)} "
                                 "(lower finetune.lr)")
         validation_loss = _validation_loss(model, validation_events, experiment, device, settings.batch_size)
+        if on_epoch is not None:
+            on_epoch(epoch, {"train_loss": float(np.mean(batch_losses)), "val_loss": validation_loss})
         if validation_loss < best_loss:
             best_loss, best_state = validation_loss, copy.deepcopy(model.state_dict())
         if steps >= max_steps:

@@ -1,0 +1,218 @@
+"""Where a fine-tuning starts from: `crossfed finetune -c REFERENCE` resolved to a model state.
+
+A reference is one of
+- `none` (or nothing): train from scratch;
+- a file: a state dict (.npz from a pre-training run folder, or a torch .pt/.pth);
+- a pre-training run id (or run name): that run's model for the experiment being fine-tuned;
+- `runs:/RUN_ID/PATH`: an artifact file, or a model folder as a pre-training run logs it;
+- `models:/NAME/VERSION` or `models:/NAME@ALIAS`: a registered version of a pre-trained model.
+
+A pre-training run logs its model folder `model/` as: `state.npz` (the global shared parameters),
+`clients/<client>/state.npz` (each client's full model: shared parameters plus its own adapter) and
+`crossfed.json` (the model settings, and which client's file serves which experiment). From a run or a
+registered version, fine-tuning experiment E takes the client model that trained on E.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crossfed.config import RunConfig
+from crossfed.errors import CrossfedError
+
+MODEL_FOLDER = "model"  # crossfed.federation.rounds.FINAL_MODEL_ARTIFACT, named here to keep Ray out
+MODEL_INFO = "crossfed.json"
+SIZE_KEYS = ("dim", "depth", "heads", "mlp_ratio")  # what decides parameter shapes (dropout does not)
+
+
+@dataclass
+class ModelSource:
+    """A resolved `-c`: the state to start from (None: from scratch) and how the run records it."""
+
+    reference: str  # as recorded: "none", an absolute path, a run id, runs:/…, models:/NAME/VERSION
+    state: dict[str, np.ndarray] | None = None
+    run_id: str | None = None  # the pre-training run, when known
+    file: str | None = None  # the file within the model folder that was loaded
+    settings: dict | None = None  # the model settings it was trained with (crossfed.json), when known
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.state is None
+
+
+def resolve_model_source(reference: str | None, experiment: str) -> ModelSource:
+    """The model `reference` names, for fine-tuning `experiment`; MLflow references are looked up in the
+    current tracking store (`mlflow.set_tracking_uri`). Errors are one line naming the reference."""
+    if reference is None or reference.strip().lower() in ("", "none"):
+        return ModelSource("none")
+    if reference.startswith("models:/"):
+        return _from_registry(reference, experiment)
+    if reference.startswith("runs:/"):
+        return _from_run_artifact(reference, experiment)
+    path = Path(reference).expanduser()
+    if path.is_file():
+        return ModelSource(str(path.resolve()), state=read_state_file(path), file=str(path.resolve()))
+    if path.is_dir():
+        return _from_folder(path, experiment, str(path.resolve()))
+    return _from_run(reference, experiment)
+
+
+def read_state_file(path: Path) -> dict[str, np.ndarray]:
+    """A state dict from .npz or a torch file, as numpy arrays (`module.`/`model.` prefixes dropped)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as arrays:
+                state = {name: arrays[name] for name in arrays.files}
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise CrossfedError(f"{path}: not a readable model state ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise CrossfedError(f"{path}: expected a mapping of parameter names to tensors")
+    return {name.removeprefix("module.").removeprefix("model."): np.asarray(value) for name, value in state.items()}
+
+
+def _from_folder(folder: Path, experiment: str, reference: str, run_id: str | None = None) -> ModelSource:
+    """A model folder as a pre-training run logs it: the experiment's client model, else the global state."""
+    info = json.loads((folder / MODEL_INFO).read_text()) if (folder / MODEL_INFO).is_file() else {}
+    per_experiment = info.get("experiments", {})
+    relative = per_experiment.get(experiment)
+    if relative is None:
+        relative = "state.npz"
+        if per_experiment:
+            warnings.warn(f"{reference}: no model trained on {experiment!r} (trained: {', '.join(per_experiment)}); "
+                          "starting from its global shared parameters", stacklevel=3)
+    file = folder / relative
+    if not file.is_file():
+        raise CrossfedError(f"{reference}: no {relative} in the model folder (is it a crossfed model?)")
+    return ModelSource(reference, state=read_state_file(file), run_id=run_id, file=relative,
+                       settings=info.get("model"))
+
+
+def _download(uri: str) -> Path:
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (mlflow.exceptions.MlflowException, OSError) as err:
+        raise CrossfedError(f"{uri}: cannot download it from {mlflow.get_tracking_uri()} "
+                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _from_model_folder_uri(folder_uri: str, experiment: str, reference: str, run_id: str | None) -> ModelSource:
+    """Download the model folder's crossfed.json and the one state file fine-tuning needs (not every client's)."""
+    import tempfile
+
+    import mlflow
+
+    local = Path(tempfile.mkdtemp(prefix="crossfed-model-"))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{folder_uri}/{MODEL_INFO}", dst_path=str(local))
+    except (mlflow.exceptions.MlflowException, OSError):
+        pass  # a folder logged before crossfed.json existed: its state.npz is all there is
+    info_file = local / MODEL_INFO
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    relative = info.get("experiments", {}).get(experiment, "state.npz")
+    target = local / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{folder_uri}/{relative}", dst_path=str(target.parent))
+    except (mlflow.exceptions.MlflowException, OSError):
+        raise CrossfedError(f"{reference}: no {relative} in its model folder {folder_uri} "
+                            "(is it a crossfed pre-training model?)") from None
+    return _from_folder(local, experiment, reference, run_id)
+
+
+def _from_registry(reference: str, experiment: str) -> ModelSource:
+    import mlflow
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", reference)
+    if match is None:
+        raise CrossfedError(f"-c {reference}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    name, number, alias = match.groups()
+    client = mlflow.MlflowClient()
+    try:
+        version = (client.get_model_version(name, number) if number else
+                   client.get_model_version_by_alias(name, alias))
+    except mlflow.exceptions.MlflowException:
+        raise CrossfedError(f"-c {reference}: no such registered model version in {mlflow.get_tracking_uri()}") from None
+    pinned = f"models:/{name}/{version.version}"  # an alias moves; the run records what it pointed at
+    return _from_model_folder_uri(version.source, experiment, pinned, version.run_id)
+
+
+def _from_run_artifact(reference: str, experiment: str) -> ModelSource:
+    match = re.fullmatch(r"runs:/([0-9a-f]{32})(?:/(.*))?", reference.rstrip("/"))
+    if match is None:
+        raise CrossfedError(f"-c {reference}: expected runs:/RUN_ID/PATH")
+    run_id, artifact = match.group(1), match.group(2) or MODEL_FOLDER
+    local = _download(f"runs:/{run_id}/{artifact}")
+    if local.is_dir():
+        return _from_folder(local, experiment, reference, run_id)
+    return ModelSource(reference, state=read_state_file(local), run_id=run_id, file=artifact)
+
+
+def _from_run(reference: str, experiment: str) -> ModelSource:
+    """A pre-training run by id (or name): its model for `experiment`."""
+    import mlflow
+
+    from crossfed import tracking
+
+    try:
+        run = tracking.find_run(reference)
+    except CrossfedError:
+        raise CrossfedError(f"-c {reference}: no such file, and no MLflow run with that id or name in "
+                            f"{mlflow.get_tracking_uri()} (expected a file, a run id, runs:/… or models:/…)") from None
+    run_id = run.info.run_id
+    if not mlflow.MlflowClient().list_artifacts(run_id, MODEL_FOLDER):
+        raise CrossfedError(f"-c {reference}: run {run_id} ({run.info.run_name}) logged no model "
+                            "(not a finished pre-training run?)")
+    return _from_model_folder_uri(f"runs:/{run_id}/{MODEL_FOLDER}", experiment, run_id, run_id)
+
+
+def check_model_settings(source: ModelSource, config: RunConfig) -> None:
+    """A model of other sizes than the config's is refused in one line that names both presets."""
+    from crossfed.model import PRESETS, model_sizes
+
+    if source.state is None:
+        return
+    wanted = model_sizes(config.model)
+    if source.settings is not None:
+        theirs = _sizes_of_settings(source.settings)
+        their_preset = source.settings.get("preset", "?")
+    else:
+        theirs = _sizes_of_state(source.state)
+        their_preset = next((name for name, sizes in PRESETS.items()
+                             if all(sizes[k] == theirs.get(k, sizes[k]) for k in ("dim", "depth"))), None)
+    different = {key: (theirs[key], wanted[key]) for key in SIZE_KEYS if key in theirs and theirs[key] != wanted[key]}
+    if different:
+        what = ", ".join(f"{key} {mine} vs {yours}" for key, (mine, yours) in different.items())
+        model = f"a '{their_preset}' model" if their_preset else "a model of no preset"
+        raise CrossfedError(f"{source.reference} is {model}, the config's model.preset is '{config.model.preset}' "
+                            f"({what}); fine-tune it with --set model.preset={their_preset or '...'} "
+                            "or the settings it was pre-trained with")
+
+
+def _sizes_of_settings(settings: dict) -> dict:
+    from crossfed.config.model import ModelConfig
+    from crossfed.model import model_sizes
+
+    return model_sizes(ModelConfig(**settings))
+
+
+def _sizes_of_state(state: dict[str, np.ndarray]) -> dict:
+    """dim and depth read off the backbone's parameters (all a bare file can tell)."""
+    sizes = {}
+    if "backbone.norm.weight" in state:
+        sizes["dim"] = int(state["backbone.norm.weight"].shape[0])
+    blocks = {int(m.group(1)) for name in state if (m := re.match(r"backbone\.blocks\.(\d+)\.", name))}
+    if blocks:
+        sizes["depth"] = max(blocks) + 1
+    return sizes
