@@ -63,8 +63,10 @@ def resolve_model_source(reference: str | None, experiment: str) -> ModelSource:
     return _from_run(reference, experiment)
 
 
-def read_state_file(path: Path) -> dict[str, np.ndarray]:
-    """A state dict from .npz or a torch file, as numpy arrays (`module.`/`model.` prefixes dropped)."""
+def read_state_file(path: Path, where: str | None = None) -> dict[str, np.ndarray]:
+    """A state dict from .npz or a torch file, as numpy arrays (`module.`/`model.` prefixes dropped);
+    errors name `where` (default: the path)."""
+    where = where or str(path)
     try:
         if path.suffix == ".npz":
             with np.load(path) as arrays:
@@ -74,9 +76,10 @@ def read_state_file(path: Path) -> dict[str, np.ndarray]:
 
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise CrossfedError(f"{path}: not a readable model state ({type(err).__name__}: {err})") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CrossfedError(f"{where}: not a readable model state ({type(err).__name__}: {first_line})") from None
     if not isinstance(state, dict):
-        raise CrossfedError(f"{path}: expected a mapping of parameter names to tensors")
+        raise CrossfedError(f"{where}: expected a mapping of parameter names to tensors")
     return {name.removeprefix("module.").removeprefix("model."): np.asarray(value) for name, value in state.items()}
 
 
@@ -93,7 +96,7 @@ def _from_folder(folder: Path, experiment: str, reference: str, run_id: str | No
     file = folder / relative
     if not file.is_file():
         raise CrossfedError(f"{reference}: no {relative} in the model folder (is it a crossfed model?)")
-    return ModelSource(reference, state=read_state_file(file), run_id=run_id, file=relative,
+    return ModelSource(reference, state=read_state_file(file, f"{reference} ({relative})"), run_id=run_id, file=relative,
                        settings=info.get("model"))
 
 
@@ -156,7 +159,7 @@ def _from_run_artifact(reference: str, experiment: str) -> ModelSource:
     local = _download(f"runs:/{run_id}/{artifact}")
     if local.is_dir():
         return _from_folder(local, experiment, reference, run_id)
-    return ModelSource(reference, state=read_state_file(local), run_id=run_id, file=artifact)
+    return ModelSource(reference, state=read_state_file(local, reference), run_id=run_id, file=artifact)
 
 
 def _from_run(reference: str, experiment: str) -> ModelSource:
