@@ -100,6 +100,16 @@ def _from_folder(folder: Path, experiment: str, reference: str, run_id: str | No
                        settings=info.get("model"))
 
 
+def _check_store(reference: str) -> None:
+    """An embedded SQLite store that does not exist holds no run: say so, rather than create it by asking."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise CrossfedError(f"-c {reference}: {'not a file, and ' if '/' not in reference[:8] else ''}"
+                            f"no MLflow store at {uri} to look it up in (tracking.uri names the store)")
+
+
 def _download(uri: str) -> Path:
     import mlflow
 
@@ -137,6 +147,7 @@ def _from_model_folder_uri(folder_uri: str, experiment: str, reference: str, run
 def _from_registry(reference: str, experiment: str) -> ModelSource:
     import mlflow
 
+    _check_store(reference)
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", reference)
     if match is None:
         raise CrossfedError(f"-c {reference}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
@@ -152,6 +163,7 @@ def _from_registry(reference: str, experiment: str) -> ModelSource:
 
 
 def _from_run_artifact(reference: str, experiment: str) -> ModelSource:
+    _check_store(reference)
     match = re.fullmatch(r"runs:/([0-9a-f]{32})(?:/(.*))?", reference.rstrip("/"))
     if match is None:
         raise CrossfedError(f"-c {reference}: expected runs:/RUN_ID/PATH")
@@ -168,6 +180,7 @@ def _from_run(reference: str, experiment: str) -> ModelSource:
 
     from crossfed import tracking
 
+    _check_store(reference)
     try:
         run = tracking.find_run(reference)
     except CrossfedError:

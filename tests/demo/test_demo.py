@@ -3,6 +3,7 @@ fine-tuning, a real MLflow SQLite store; then `crossfed report` rebuilds the sam
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,12 +64,17 @@ def test_demo_table_covers_every_experiment_method_and_size(demo_run):
 
 
 def test_demo_ends_by_naming_each_pretrained_model_for_finetune(demo_run):
+    from mlflow import MlflowClient
+
     commands = {line.split()[0]: line for line in demo_run["stdout"].splitlines() if "crossfed finetune" in line}
     for method in ("federated", "local", "centralized"):
         for experiment in demo.DEMO_EXPERIMENTS:
             line = commands[f"{method}/{experiment}"]
-            assert f"crossfed finetune {demo_run['root'] / 'demo.yaml'} -e {experiment} -c " in line, line
-            assert Path(line.rsplit(" -c ", 1)[1]).is_file(), line
+            found = re.search(rf"crossfed finetune {re.escape(str(demo_run['root'] / 'demo.yaml'))} -e {experiment} "
+                              r"-c ([0-9a-f]{32})   \(file: (.+)\)$", line)
+            assert found, line
+            assert MlflowClient(demo_run["uri"]).list_artifacts(found[1], "model/clients"), line  # the run's models
+            assert Path(found[2]).is_file(), line
 
 
 def test_demo_writes_and_logs_valid_plots(demo_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -49,6 +50,7 @@ def finetune_command(
         raise CrossfedError("--events: each rung needs at least 2 events (one signal, one background)")
 
     # Inputs first (model, data), so that bad input leaves no MLflow run behind.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a model is a file or two
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking))
     source = resolve_model_source(cfg.finetune.checkpoint if checkpoint is None else checkpoint, experiment)
     check_model_settings(source, cfg)
@@ -57,16 +59,20 @@ def finetune_command(
     console = Console()
     start = "from scratch" if source.from_scratch else f"from {source.reference}"
     table = Table(title=f"fine-tuning {experiment} ({cfg.finetune.mode}, {start})")
-    for column in ("labelled events", "AUC", "1/ε_B @ ε_S=0.3", "1/ε_B @ ε_S=0.5", "accuracy", "MLflow run"):
+    for column in ("labelled events", "AUC", "1/ε_B @ ε_S=0.3", "1/ε_B @ ε_S=0.5", "accuracy"):
         table.add_column(column, justify="right")
+    run_ids = {}
     with console.status("fine-tuning") as status:
         for count in ladder:
             status.update(f"fine-tuning on {count} labelled events")
             with tracking.finetune_run(cfg, experiment, count, source) as run:
                 m = finetune(cfg, experiment, count, source.state, data=data, on_epoch=tracking.log_finetune_epoch)
                 tracking.log_finetune_result(m)
+            run_ids[count] = run.info.run_id
             table.add_row(str(count), f"{m['auc']:.4f}", f"{m['rejection_at_0.3']:.1f}",
-                          f"{m['rejection_at_0.5']:.1f}", f"{m['accuracy']:.4f}", run.info.run_id)
+                          f"{m['rejection_at_0.5']:.1f}", f"{m['accuracy']:.4f}")
     console.print(table)
+    for count, run_id in run_ids.items():
+        console.print(f"MLflow run of {count} labelled events: {run_id}", highlight=False)
     console.print(f"browse them: mlflow ui --backend-store-uri {tracking.tracking_uri(cfg.tracking)}",
                   markup=False, highlight=False, soft_wrap=True)
