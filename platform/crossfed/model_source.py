@@ -7,17 +7,18 @@ A reference is one of
 - `runs:/RUN_ID/PATH`: an artifact file, or a model folder as a pre-training run logs it;
 - `models:/NAME/VERSION` or `models:/NAME@ALIAS`: a registered version of a pre-trained model.
 
-A pre-training run logs its model folder `model/` as: `state.npz` (the global shared parameters),
-`clients/<client>/state.npz` (each client's full model: shared parameters plus its own adapter) and
-`crossfed.json` (the model settings, and which client's file serves which experiment). From a run or a
-registered version, fine-tuning experiment E takes the client model that trained on E.
+A pre-training run logs its model folder `model/` as `state.npz` (the global shared parameters) and
+`crossfed.json` (the model settings, and per experiment the file of its client's full model - shared
+parameters plus its own adapter - at the client's site; private parameters are never uploaded). From a run
+or a registered version, fine-tuning experiment E takes E's client model where that file is readable (at
+E's site, or on one machine), else the global state when it holds E's adapter (a shared adapter, the
+baselines), else it says where E's model is.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,20 +85,29 @@ def read_state_file(path: Path, where: str | None = None) -> dict[str, np.ndarra
 
 
 def _from_folder(folder: Path, experiment: str, reference: str, run_id: str | None = None) -> ModelSource:
-    """A model folder as a pre-training run logs it: the experiment's client model, else the global state."""
+    """A model folder as a pre-training run logs it (see the module's docstring)."""
     info = json.loads((folder / MODEL_INFO).read_text()) if (folder / MODEL_INFO).is_file() else {}
-    per_experiment = info.get("experiments", {})
-    relative = per_experiment.get(experiment)
-    if relative is None:
-        relative = "state.npz"
-        if per_experiment:
-            warnings.warn(f"{reference}: no model trained on {experiment!r} (trained: {', '.join(per_experiment)}); "
-                          "starting from its global shared parameters", stacklevel=3)
-    file = folder / relative
-    if not file.is_file():
-        raise CrossfedError(f"{reference}: no {relative} in the model folder (is it a crossfed model?)")
-    return ModelSource(reference, state=read_state_file(file, f"{reference} ({relative})"), run_id=run_id, file=relative,
-                       settings=info.get("model"))
+    at_site = info.get("experiments", {}).get(experiment)
+    if at_site and Path(at_site).is_file():
+        return ModelSource(reference, state=read_state_file(Path(at_site)), run_id=run_id, file=at_site,
+                           settings=info.get("model"))
+    if not (folder / "state.npz").is_file():
+        raise CrossfedError(f"{reference}: no state.npz in the model folder (is it a crossfed model?)")
+    state = read_state_file(folder / "state.npz", f"{reference} (state.npz)")
+    if at_site and not any(name.startswith((f"adapters.{experiment}.", "adapters.common.")) for name in state):
+        raise CrossfedError(f"{reference}: {experiment}'s model keeps its adapter private at its site ({at_site}, "
+                            f"not here): fine-tune there, or from the shared parameters only with -c "
+                            f"{_global_state_reference(reference, run_id)}")
+    return ModelSource(reference, state=state, run_id=run_id, file="state.npz", settings=info.get("model"))
+
+
+def _global_state_reference(reference: str, run_id: str | None) -> str:
+    return f"runs:/{run_id}/{MODEL_FOLDER}/state.npz" if run_id else f"{reference}/state.npz"
+
+
+def _from_model_folder_uri(folder_uri: str, experiment: str, reference: str, run_id: str | None) -> ModelSource:
+    """Download the model folder (its global state and crossfed.json) and resolve it."""
+    return _from_folder(_download(folder_uri), experiment, reference, run_id)
 
 
 def _check_store(reference: str) -> None:
@@ -118,30 +128,6 @@ def _download(uri: str) -> Path:
     except (mlflow.exceptions.MlflowException, OSError) as err:
         raise CrossfedError(f"{uri}: cannot download it from {mlflow.get_tracking_uri()} "
                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-
-
-def _from_model_folder_uri(folder_uri: str, experiment: str, reference: str, run_id: str | None) -> ModelSource:
-    """Download the model folder's crossfed.json and the one state file fine-tuning needs (not every client's)."""
-    import tempfile
-
-    import mlflow
-
-    local = Path(tempfile.mkdtemp(prefix="crossfed-model-"))
-    try:
-        mlflow.artifacts.download_artifacts(artifact_uri=f"{folder_uri}/{MODEL_INFO}", dst_path=str(local))
-    except (mlflow.exceptions.MlflowException, OSError):
-        pass  # a folder logged before crossfed.json existed: its state.npz is all there is
-    info_file = local / MODEL_INFO
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    relative = info.get("experiments", {}).get(experiment, "state.npz")
-    target = local / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mlflow.artifacts.download_artifacts(artifact_uri=f"{folder_uri}/{relative}", dst_path=str(target.parent))
-    except (mlflow.exceptions.MlflowException, OSError):
-        raise CrossfedError(f"{reference}: no {relative} in its model folder {folder_uri} "
-                            "(is it a crossfed pre-training model?)") from None
-    return _from_folder(local, experiment, reference, run_id)
 
 
 def _from_registry(reference: str, experiment: str) -> ModelSource:

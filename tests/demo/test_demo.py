@@ -73,7 +73,9 @@ def test_demo_ends_by_naming_each_pretrained_model_for_finetune(demo_run):
             found = re.search(rf"crossfed finetune {re.escape(str(demo_run['root'] / 'demo.yaml'))} -e {experiment} "
                               r"-c ([0-9a-f]{32})   \(file: (.+)\)$", line)
             assert found, line
-            assert MlflowClient(demo_run["uri"]).list_artifacts(found[1], "model/clients"), line  # the run's models
+            info = json.loads(Path(MlflowClient(demo_run["uri"]).download_artifacts(found[1], "model/crossfed.json"))
+                              .read_text())
+            assert info["experiments"][experiment] == found[2], line  # the run names the same model
             assert Path(found[2]).is_file(), line
 
 

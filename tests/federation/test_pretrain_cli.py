@@ -194,7 +194,7 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
         # the run was opened before training, not after: it lasted as long as the training took
         assert finetuned.info.end_time - finetuned.info.start_time > 100  # ms
         if source != "none":
-            assert params["source_file"] == "clients/atlas/state.npz"
+            assert params["source_file"] == str(runs / run_id / "clients" / "atlas" / "final_model.npz")
 
 
 def test_resume_tells_a_running_owner_from_one_that_is_gone():

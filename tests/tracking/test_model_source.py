@@ -2,6 +2,8 @@
 store holding a model folder as a pre-training run logs it (`rounds._log_final_model`, the real function);
 wrong references and other presets are one-line user errors naming what is wrong."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_each_reference_gives_the_experiments_own_model(pretrained):
             assert own and sorted(source.state) == sorted(states[experiment]), reference
             for key in own:
                 np.testing.assert_array_equal(source.state[key], states[experiment][key], err_msg=reference)
-            assert source.run_id == run_id and source.file == f"clients/{experiment}/state.npz"
+            assert source.run_id == run_id and source.file == files[experiment]  # at the client's site
             assert source.settings["preset"] == "tiny"
     assert resolve_model_source("models:/source-test@champion", "cms").reference == "models:/source-test/1"
     assert resolve_model_source(run_id, "cms").reference == run_id
@@ -72,6 +74,21 @@ def test_each_reference_gives_the_experiments_own_model(pretrained):
     assert by_file.run_id is None and set(by_file.state) == set(states["atlas"])
     for nothing in (None, "none", "None"):
         assert resolve_model_source(nothing, "cms").from_scratch
+
+
+def test_a_private_adapter_elsewhere_is_never_replaced_silently(pretrained):
+    """Client models stay at their sites (not in MLflow): where cms's file is not readable, its model is
+    refused with where it is and how to take the shared parameters only."""
+    run_id, states, files = pretrained
+    assert not [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model") if a.is_dir]
+    Path(files["cms"]).unlink()
+    for reference in (run_id, "models:/source-test/1"):
+        with pytest.raises(CrossfedError, match=f"cms's model keeps its adapter private at its site \\({files['cms']}, "
+                                                f"not here\\): fine-tune there, or .* -c runs:/{run_id}/model/state.npz"):
+            resolve_model_source(reference, "cms")
+    shared = resolve_model_source(f"runs:/{run_id}/model/state.npz", "cms")
+    assert sorted(shared.state) == sorted(k for k in states["cms"] if k.startswith("backbone."))
+    assert resolve_model_source(run_id, "atlas").file == files["atlas"]
 
 
 def test_the_registered_version_says_how_it_was_trained(pretrained):

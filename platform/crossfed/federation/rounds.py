@@ -251,8 +251,12 @@ def _run_started(config, plan, run_id, resume, on_round, placement_group, regist
         raise
     finally:
         _stop_driver(driver)
-    for client, footprint in final["footprints"].items():  # one value per run: parameters, not 1-step series
-        mlflow.log_params({f"client.{client}.{k}": f"{v:.6g}" for k, v in footprint.items()})
+    # One value per run: parameters, not one-step series; a run resumed after it finished keeps its first
+    # (a parameter cannot change).
+    logged = mlflow.MlflowClient().get_run(run_id).data.params
+    footprints = {f"client.{client}.{k}": f"{v:.6g}" for client, footprint in final["footprints"].items()
+                  for k, v in footprint.items()}
+    mlflow.log_params({key: value for key, value in footprints.items() if key not in logged})
     _log_final_model(config, plan, run_id, final, register_model)
     return FederationResult(run_id, str(run_dir), final["global_state_path"], history, final["client_models"])
 
@@ -387,26 +391,22 @@ def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
 
 
 FINAL_MODEL_ARTIFACT = "model"
-MODEL_INFO = "crossfed.json"  # in the model folder: the model's settings and which file serves which experiment
+MODEL_INFO = "crossfed.json"  # in the model folder: the model's settings and where each experiment's model is
 
 
 def _log_final_model(config: RunConfig, plan: RoundPlan, run_id: str, final: dict, register: bool) -> None:
-    """The run's `model/` folder: the global shared state (`state.npz`), each client's full model
-    (`clients/<client>/state.npz`, what fine-tuning an experiment starts from) and `crossfed.json` naming
-    the model settings and each experiment's file; registered as a version when `register`."""
+    """The run's `model/` folder: the global shared state (`state.npz`) and `crossfed.json` holding the
+    model settings and, per experiment, its client's full model file at the client's site (not uploaded:
+    private parameters stay with their client); registered as a version when `register`."""
     import mlflow
 
     from crossfed import tracking
 
     tracking.log_state_dict(load_state(final["global_state_path"]), FINAL_MODEL_ARTIFACT)
-    per_experiment = {}
-    for spec in plan.clients:
-        if spec.name in final["client_models"]:
-            path = tracking.log_state_dict(load_state(final["client_models"][spec.name]),
-                                           f"{FINAL_MODEL_ARTIFACT}/clients/{spec.name}")
-            per_experiment.update(dict.fromkeys(spec.experiments, path.removeprefix(f"{FINAL_MODEL_ARTIFACT}/")))
+    at_sites = {name: final["client_models"][spec.name] for spec in plan.clients for name in spec.experiments
+                if spec.name in final["client_models"]}
     info = {"model": config.model.model_dump(mode="json"), "common_adapter": config.federation.common_adapter,
-            "experiments": per_experiment}
+            "experiments": at_sites}
     mlflow.log_dict(info, f"{FINAL_MODEL_ARTIFACT}/{MODEL_INFO}")
     mlflow.set_tags({"crossfed.experiments": ",".join(e for spec in plan.clients for e in spec.experiments),
                      "crossfed.rounds": str(len(plan.steps_per_round))})
