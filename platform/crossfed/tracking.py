@@ -107,7 +107,8 @@ def source_tags() -> dict[str, str]:
     if commit := git_commit():
         tags["crossfed.git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
-    if Path(sys.argv[0]).name == "crossfed":
+    entry = Path(sys.argv[0])
+    if entry.name == "crossfed" or entry.parent.name == "crossfed":  # the console script, or python -m crossfed
         tags["mlflow.source.name"] = shlex.join(["crossfed", *sys.argv[1:]])[:500]
     return tags
 

@@ -187,6 +187,7 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
         assert params["source_model"] == source and params["labelled_events"] == "40" and params["seed"] == "5"
         assert params["finetune.epochs"] == "2" and params["finetune.lr"] and params["finetune.mode"] == "lower_lr"
         assert ("from scratch" if source == "none" else f"from {source}") in tags["mlflow.note.content"]
+        assert tags["mlflow.source.name"].startswith("crossfed finetune run.yaml -e atlas")
         assert [m.step for m in store.get_metric_history(finetuned.info.run_id, "train_loss")] == [1, 2]
         assert 0.0 <= finetuned.data.metrics["auc"] <= 1.0 and "rejection_at_eps_s_0.3" in finetuned.data.metrics
         roc = json.loads((Path(store.download_artifacts(finetuned.info.run_id, "roc.json"))).read_text())
