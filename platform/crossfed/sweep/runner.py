@@ -230,9 +230,10 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
 
     reported = []
 
-    def report(round_index: int, metrics: dict[str, float]) -> None:
+    def report(round_index: int, metrics: dict[str, float], run_id: str | None = None) -> None:
+        run_id = run_id or mlflow.active_run().info.run_id  # given once the federation's run has ended
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "federation.json").write_text(json.dumps({"run_id": mlflow.active_run().info.run_id}))
+            (Path(folder) / "federation.json").write_text(json.dumps({"run_id": run_id}))
             tune.report({**metrics, "round": round_index}, checkpoint=tune.Checkpoint.from_directory(folder))
         reported.append(round_index)
 
@@ -249,7 +250,7 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     if not reported and result.history:
         # The federation had already run its last round when the sweep was interrupted, before Tune
         # recorded that round: report it again so that the trial ends on its final result.
-        report(result.history[-1]["round"], result.history[-1])
+        report(result.history[-1]["round"], result.history[-1], result.run_id)
 
 
 def _unreported_run(config: RunConfig, parent_run_id: str, trial_id: str) -> str | None:
