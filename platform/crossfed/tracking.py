@@ -1,21 +1,28 @@
 """MLflow tracking: where runs go, what each run records, the model registry.
 
 Every run records the full configuration (dotted params and `config.yaml`), the software versions,
-the mode, and a fingerprint of each dataset's file contents — which data trained the model. Fingerprints
+the mode, a fingerprint of each dataset's file contents (which data trained the model), a one-paragraph
+description (`mlflow.note.content`), the crossfed version (`crossfed.version`) and, when crossfed runs
+from a git checkout, its commit (`mlflow.source.git.commit`, also `crossfed.git_commit`). Fingerprints
 are computed where the data is (`dataset_fingerprints`, called by the data check on each experiment's
-client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process that logs never opens an experiment's data.
+client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process
+that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
+import shlex
+import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -69,6 +76,49 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def registered_model_name(config: RunConfig) -> str:
+    """`tracking.registered_model`, else the config's name: runs of different configs (a test's, the demo's)
+    never add versions to one another's model."""
+    return config.tracking.registered_model or config.name.replace("/", "-")  # '/' would split models:/ URIs
+
+
+def run_name(config: RunConfig, what: str) -> str:
+    """`<config name>-<what>-<MMDD-HHMMSS>`: runs of one config and mode told apart by when they started."""
+    return f"{config.name[:80]}-{what}-{time.strftime('%m%d-%H%M%S')}"
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the git checkout crossfed runs from (with `-dirty` when it has uncommitted changes);
+    None for an installed package."""
+    import crossfed
+
+    folder = Path(crossfed.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if changed else commit or None
+
+
+def source_tags() -> dict[str, str]:
+    """The crossfed version, the git commit when run from a checkout, and the command line as the run's
+    source (MLflow would show the console script's path, or nothing)."""
+    from crossfed import __version__
+
+    tags = {"crossfed.version": __version__}
+    if commit := git_commit():
+        tags["crossfed.git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    entry = Path(sys.argv[0])
+    if entry.name == "crossfed" or entry.parent.name == "crossfed":  # the console script, or python -m crossfed
+        tags["mlflow.source.name"] = shlex.join(["crossfed", *sys.argv[1:]])[:500]
+    return tags
+
+
 def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
     """The dataset's files as the reader expands them (globs, URLs kept), sorted; errors name `where`."""
     from crossfed.data.reader import expand_files
@@ -119,8 +169,10 @@ def start_run(
     mode: str | None = None,
     parent_run_id: str | None = None,
     nested_tags: dict[str, str] | None = None,
+    description: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in `tracking.experiment` holding the config, versions and mode.
+    """An MLflow run in `tracking.experiment` holding the config, versions, source, mode, data fingerprints
+    and `description` (default: the mode and the config's name).
 
     `parent_run_id` nests the run under another (sweeps, reports); `nested_tags` are extra tags, such
     as the data fingerprints (`dataset_fingerprints`) reported from where the data is. Opens no data.
@@ -128,6 +180,8 @@ def start_run(
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)
     tags = {f"crossfed.version.{k}": v for k, v in software_versions().items()}
+    tags.update(source_tags())
+    tags["mlflow.note.content"] = description or f"crossfed {mode or 'run'} of config {config.name!r}"
     if mode:
         tags["crossfed.mode"] = mode
     tags.update(nested_tags or {})
@@ -153,14 +207,35 @@ def register_model(run_id: str, artifact_path: str, name: str) -> str:
     MLflow 3's `mlflow.register_model` only accepts folders logged as MLflow models (`log_model`);
     a crossfed model is a state dict whose architecture comes from the run's config, so the version is
     created directly with its source pointing at that folder (load it with `np.load(.../state.npz)`).
+    The version is tagged with how the model was trained (`model_version_tags`) and described in a line.
     """
     client = mlflow.MlflowClient()
     if not client.list_artifacts(run_id, artifact_path):
         raise CrossfedError(f"run {run_id} has no artifacts under {artifact_path!r} to register as model {name!r}")
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         client.create_registered_model(name)  # already registered: add a version to it
-    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    return str(client.create_model_version(name, source=source, run_id=run_id).version)
+    run = client.get_run(run_id)
+    tags = model_version_tags(run)
+    description = (f"{tags['method']} pre-training of {tags['experiments']} ({tags['rounds']} rounds, "
+                   f"strategy {tags['strategy']}) in run {run.info.run_name} ({run_id})")
+    source = f"{run.info.artifact_uri}/{artifact_path}"
+    return str(client.create_model_version(name, source=source, run_id=run_id, tags=tags,
+                                           description=description).version)
+
+
+def model_version_tags(run: mlflow.entities.Run) -> dict[str, str]:
+    """method, experiments, strategy and rounds of a pre-training run, from its tags and params (the
+    run's `crossfed.experiments` and `crossfed.rounds` say what the plan trained; a baseline has no
+    strategy)."""
+    tags, params = run.data.tags, run.data.params
+    method = tags.get("crossfed.mode", "unknown")
+    configured = sorted({key.split(".")[1] for key in params if key.startswith("experiments.")})
+    return {
+        "method": method,
+        "experiments": tags.get("crossfed.experiments", ",".join(configured)),
+        "strategy": params.get("federation.strategy.name", "unknown") if method == "federated" else "none",
+        "rounds": tags.get("crossfed.rounds", params.get("federation.rounds", "unknown")),
+    }
 
 
 def find_run(run_ref: str) -> mlflow.entities.Run:
@@ -178,3 +253,53 @@ def find_run(run_ref: str) -> mlflow.entities.Run:
     if not runs:
         raise CrossfedError(f"no MLflow run with id or name {run_ref!r} in {mlflow.get_tracking_uri()}")
     return runs[0]
+
+
+@contextlib.contextmanager
+def finetune_run(config: RunConfig, experiment: str, labelled_events: int, source, *,
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one fine-tuning, opened before it trains: the config (finetune.lr, .epochs, .mode,
+    seed), the labelled-event count, and the source model (`crossfed.model_source.ModelSource`) as tag
+    `crossfed.source_model` and param `source_model` - a path, run id, runs:/ or models:/NAME/VERSION,
+    or `none`; `crossfed.source_run` links the pre-training run when known. Log into it with
+    `log_finetune_epoch` and `log_finetune_result`. A failure ends it FAILED with the error as description."""
+    from crossfed import report as rep
+    from crossfed.errors import one_line_reason
+
+    settings = config.finetune
+    start = "from scratch" if source.from_scratch else f"from {source.reference}"
+    description = (f"Fine-tuning of the {experiment} signal-vs-background classifier on {labelled_events} labelled "
+                   f"events ({settings.mode}, {settings.optimizer} lr {settings.lr:g}, {settings.epochs} epochs, "
+                   f"seed {config.seed}), {start}; metrics on the held-out test split, ROC in {rep.ROC_ARTIFACT}.")
+    run_tags = {rep.KIND: "finetune", rep.EXPERIMENT: experiment, rep.LABELLED: str(labelled_events),
+                "crossfed.source_model": source.reference}
+    if source.run_id:
+        run_tags["crossfed.source_run"] = source.run_id
+    with start_run(config, run_name(config, f"finetune-{experiment}-{labelled_events}"), mode="finetune",
+                   parent_run_id=parent_run_id, nested_tags=run_tags | (tags or {}), description=description) as run:
+        params = {"experiment": experiment, "labelled_events": labelled_events, "source_model": source.reference}
+        if source.file:
+            params["source_file"] = source.file
+        mlflow.log_params(params)
+        try:
+            yield run
+        except BaseException as err:
+            mlflow.set_tag("mlflow.note.content", f"failed: {one_line_reason(err)}")
+            raise
+
+
+def log_finetune_epoch(epoch: int, losses: dict[str, float]) -> None:
+    """Per-epoch losses of the active fine-tuning run, at step = epoch."""
+    mlflow.log_metrics(losses, step=epoch)
+
+
+def log_finetune_result(metrics) -> None:
+    """Test-split AUC, background rejections and accuracy (final metrics), the counts as params, and the
+    ROC curve as `roc.json` ({"fpr": [...], "tpr": [...]}), into the active run."""
+    from crossfed import report as rep
+
+    mlflow.log_metrics({rep.AUC: metrics["auc"], rep.REJECTION_03: metrics["rejection_at_0.3"],
+                        rep.REJECTION_05: metrics["rejection_at_0.5"], rep.ACCURACY: metrics["accuracy"],
+                        "best_val_loss": metrics["validation_loss"]})
+    mlflow.log_params({"test_events": metrics["test_events"], "steps": metrics["steps"]})
+    mlflow.log_dict({"fpr": [float(x) for x in metrics.fpr], "tpr": [float(x) for x in metrics.tpr]}, rep.ROC_ARTIFACT)

@@ -8,12 +8,15 @@ starting Ray and DeepSpeed ranks is what costs time here.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import crossfed
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.federation import checkpoint
@@ -180,8 +183,21 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
     assert all(np.isfinite(m.value) for m in loss_history)
     metrics = run.data.metrics
     for key in ("client/cms/train_loss", "client/atlas/val_loss", "bytes/sent", "bytes/received",
-                "time/local_compute_s", "time/transfer_s", "time/aggregation_s", "client/cms/device_hours"):
-        assert key in metrics, key
+                "time/local_compute_s", "time/transfer_s", "time/aggregation_s", "time/round_s"):
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2, 3], key
+    # one value per run is a parameter, not a one-step series; every metric is a per-round series
+    assert float(run.data.params["client.cms.device_hours"]) > 0 and float(run.data.params["client.atlas.wall_s"]) > 0
+    for key in metrics:
+        assert {m.step for m in client.get_metric_history(result.run_id, key)} <= {1, 2, 3}, key
+    # the round time is the whole round: at least its slowest client's training plus the aggregation
+    for round_s, compute_s in zip(client.get_metric_history(result.run_id, "time/round_s"),
+                                  client.get_metric_history(result.run_id, "time/local_compute_s")):
+        assert round_s.value >= compute_s.value > 0
+    # the run says what it is and which crossfed made it
+    assert "Federated pre-training" in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["crossfed.version"] == crossfed.__version__
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run.data.tags["crossfed.git_commit"])  # tests run from a checkout
+    assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["crossfed.git_commit"].removesuffix("-dirty")
     shared_bytes = sum(np.prod(s) * 4 for k, s in shapes.items() if not k.startswith("adapters."))
     assert [m.value for m in client.get_metric_history(result.run_id, "bytes/sent")] == [2 * shared_bytes] * 3
     assert [m.value for m in client.get_metric_history(result.run_id, "bytes/received")] == [
@@ -189,8 +205,14 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
     epsilons = [m.value for m in client.get_metric_history(result.run_id, "privacy/epsilon")]
     assert len(epsilons) == 3 and 0 < epsilons[0] < epsilons[1] < epsilons[2]
     assert "model/state.npz" in [a.path for a in client.list_artifacts(result.run_id, "model")]
-    versions = client.search_model_versions(f"name='{config.tracking.registered_model}'")
+    # each experiment's model is named where it is, at its client's site (private adapters are not uploaded)
+    info = json.loads(Path(client.download_artifacts(result.run_id, "model/crossfed.json")).read_text())
+    assert info["experiments"] == result.client_models and info["model"]["preset"] == "tiny"
+    # registered under the config's name, tagged with how it was trained
+    versions = client.search_model_versions(f"name='{config.name}'")
     assert [v.run_id for v in versions] == [result.run_id]
+    assert versions[0].tags == {"method": "federated", "experiments": "cms,atlas", "strategy": "fedavg", "rounds": "3"}
+    assert result.run_id in versions[0].description
 
 
 class DriverDied(Exception):

@@ -4,6 +4,7 @@ the models it names for fine-tuning."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -132,17 +133,20 @@ def committed_round(runs: Path) -> int:
                default=0)
 
 
-def test_sigterm_then_sigkill_mid_round_each_resume_and_leave_no_ray_process_behind(tmp_path, samples):
+def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_and_models_finetune(tmp_path, samples):
     import mlflow
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "seed": 3, "output_dir": "runs",
-        "experiments": {name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]}}
+        "experiments": {name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]},
+                               "finetune": {"signal": {"files": [str(samples[name]["tth"])]},
+                                            "background": {"files": [str(samples[name]["ttbar"])]}}}
                         for name, schema in (("cms", "cms_nanoaod"), ("atlas", "atlas_opendata"))},
         "data": {"cache_dir": "cache"}, "model": {"preset": "tiny"},
         "training": {"batch_size": 32, "eval_batches": 2, "device": "cpu"},
         "federation": {"rounds": 4, "local_steps": 2},
+        "finetune": {"epochs": 2, "batch_size": 32, "labelled_events": [40]},
     }))
     ray_tmpdir = tempfile.mkdtemp(prefix="cf", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmpdir}
@@ -190,11 +194,38 @@ def test_sigterm_then_sigkill_mid_round_each_resume_and_leave_no_ray_process_beh
         assert [m.step for m in store.get_metric_history(run_id, metric)] == [1, 2, 3, 4], metric
     wait_for(no_ray_process_left, 30, f"the Ray session's processes to end: {ray_session_processes(ray_tmpdir)}")
 
-    # It ends by naming each experiment's model for `crossfed finetune -c`, and the global one.
+    # It ends by naming each experiment's model for `crossfed finetune -c`: the run id, the registered
+    # version (named after the config), the run's model folder and the files at this site.
     for name in ("cms", "atlas"):
         (command,) = [line.strip() for line in stdout.splitlines() if f"finetune run.yaml -e {name} -c" in line]
-        assert Path(command.rsplit(" -c ", 1)[1]).is_file(), command
-    assert f"runs:/{run_id}/model" in stdout and "models:/crossfed-foundation/1" in stdout
+        assert command.endswith(f" -c {run_id}"), command
+        assert str(runs / run_id / "clients" / name / "final_model.npz") in stdout
+    assert f"-c runs:/{run_id}/model" in stdout and "-c models:/crossfed/1" in stdout
+
+    # ...and fine-tuning from the run id, from the registered version and from scratch each logs a run that
+    # names its source model
+    for source, extra in ((run_id, ["-c", run_id]), ("models:/crossfed/1", ["-c", "models:/crossfed/1"]),
+                          ("none", [])):
+        done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", "run.yaml", "-e", "atlas", *extra,
+                               "--set", "seed=5"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        (finetuned,) = store.search_runs([run.info.experiment_id], f"tags.`crossfed.source_model` = '{source}'")
+        assert finetuned.info.run_id in done.stdout and finetuned.info.status == "FINISHED"
+        tags, params = finetuned.data.tags, finetuned.data.params
+        assert tags["crossfed.mode"] == "finetune" and tags["crossfed.experiment"] == "atlas"
+        assert tags.get("crossfed.source_run") == (None if source == "none" else run_id)
+        assert params["source_model"] == source and params["labelled_events"] == "40" and params["seed"] == "5"
+        assert params["finetune.epochs"] == "2" and params["finetune.lr"] and params["finetune.mode"] == "lower_lr"
+        assert ("from scratch" if source == "none" else f"from {source}") in tags["mlflow.note.content"]
+        assert tags["mlflow.source.name"].startswith("crossfed finetune run.yaml -e atlas")
+        assert [m.step for m in store.get_metric_history(finetuned.info.run_id, "train_loss")] == [1, 2]
+        assert 0.0 <= finetuned.data.metrics["auc"] <= 1.0 and "rejection_at_eps_s_0.3" in finetuned.data.metrics
+        roc = json.loads((Path(store.download_artifacts(finetuned.info.run_id, "roc.json"))).read_text())
+        assert len(roc["fpr"]) == len(roc["tpr"]) > 2
+        # the run was opened before training, not after: it lasted as long as the training took
+        assert finetuned.info.end_time - finetuned.info.start_time > 100  # ms
+        if source != "none":
+            assert params["source_file"] == str(runs / run_id / "clients" / "atlas" / "final_model.npz")
 
 
 def test_resume_tells_a_running_owner_from_one_that_is_gone():

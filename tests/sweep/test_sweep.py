@@ -131,7 +131,7 @@ def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
         assert (run.data.tags.get("crossfed.sweep.stopped_early") == "true") == (completed < 3)
     assert rounds[0] < 3, f"ASHA stopped no trial early: rounds per trial {rounds}"
     assert "crossfed.sweep.best_model_version" in client.get_run(parents[0].info.run_id).data.tags
-    versions = client.search_model_versions("name = 'crossfed-foundation'")
+    versions = client.search_model_versions("name = 'sweep-base'")  # the base config's name
     assert len(versions) == 1, "only the best trial's model is registered"
 
 

@@ -114,6 +114,6 @@ def test_sweep_keeps_clients_on_their_groups_and_registers_the_best_completed_tr
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["crossfed.sweep.best_trial"] == completed["trial"]
-    (version,) = client.search_model_versions("name = 'crossfed-foundation'")
+    (version,) = client.search_model_versions("name = 'crossfed'")  # the config's (default) name
     trial_run = client.get_run(version.run_id)
     assert trial_run.info.run_name == completed["trial"] and trial_run.info.status == "FINISHED"

@@ -117,3 +117,32 @@ def test_fingerprint_follows_file_contents(workdir):
     (workdir / "atlas.root").unlink()
     with pytest.raises(CrossfedError, match=r"experiments.atlas.pretrain: .*atlas.root: no such file"):
         tracking.dataset_fingerprints(config)
+
+
+def test_every_run_has_a_description_version_commit_and_a_name_of_its_own(workdir):
+    import re
+
+    import crossfed
+
+    config = run_config(workdir, name="cfx")
+    first, second = tracking.run_name(config, "federated"), tracking.run_name(config, "local")
+    assert re.fullmatch(r"cfx-federated-\d{4}-\d{6}", first) and second.startswith("cfx-local-")
+    with tracking.start_run(config, first, mode="federated") as plain:
+        pass
+    with tracking.start_run(config, second, mode="local", description="Local pre-training of cms.") as described:
+        pass
+    client = mlflow.MlflowClient()
+    tags = client.get_run(plain.info.run_id).data.tags
+    assert tags["mlflow.note.content"] == "crossfed federated of config 'cfx'"
+    assert client.get_run(described.info.run_id).data.tags["mlflow.note.content"] == "Local pre-training of cms."
+    assert tags["crossfed.version"] == crossfed.__version__
+    # the tests run from a git checkout: its commit is the run's source
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["crossfed.git_commit"])
+    assert tags["mlflow.source.git.commit"] == tags["crossfed.git_commit"].removesuffix("-dirty")
+
+
+def test_the_registered_model_is_named_after_the_config_unless_set(workdir):
+    assert tracking.registered_model_name(run_config(workdir, name="ci-demo")) == "ci-demo"
+    assert tracking.registered_model_name(run_config(workdir, name="a/b")) == "a-b"
+    named = run_config(workdir, name="ci-demo", tracking={"registered_model": "foundation"})
+    assert tracking.registered_model_name(named) == "foundation"

@@ -96,14 +96,41 @@ def test_fine_tuning_seed_draws_the_labelled_subset(make_config):
     assert not np.array_equal(first.scores, finetune(config, "cms", 60, None, data=events, seed=2).scores)
 
 
-def test_cli_prints_the_ladder_table(make_config, tmp_path):
+def test_cli_prints_the_ladder_table_logs_a_run_per_rung_and_refuses_bad_input_first(make_config, tmp_path):
+    import mlflow
+
+    from crossfed.federation.result import save_state
+    from crossfed.model import build_model
+
     config = make_config(finetune={**FINETUNE, "epochs": 1}, data=DATA)
     path = tmp_path / "run.yaml"
     path.write_text(config.to_yaml())
-    done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-n", "40", "-n", "80",
-                           "-c", "none"], capture_output=True, text=True, timeout=300)
+
+    def crossfed(*args):
+        return subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    tiny = build_model(config.model, ["cms"], ["replaced_object"])
+    save_state(tmp_path / "tiny.npz", {k: v.numpy() for k, v in tiny.state_dict().items()})
+    bad_input = {
+        ("-e", "lhcb"): "unknown experiment",
+        ("-c", "nowhere.npz"): "-c nowhere.npz: not a file, and no MLflow store at sqlite:///",
+        ("-c", "tiny.npz", "--set", "model.preset=kishimoto-11m"):
+            "tiny.npz is a 'tiny' model, the config's model.preset is 'kishimoto-11m'",
+        ("--set", "finetune.lr=-1"): "finetune.lr",
+    }
+    for args, message in bad_input.items():
+        bad = crossfed(*args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # bad input is refused before any run is logged
+
+    done = crossfed("-n", "40", "-n", "80", "-c", "none", "--set", "seed=9")
     assert done.returncode == 0, done.stderr
     assert "AUC" in done.stdout and "80" in done.stdout and "from scratch" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "crossfed", "finetune", str(path), "-e", "lhcb"],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown experiment" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
+    assert sorted(r.data.params["labelled_events"] for r in runs) == ["40", "80"]
+    for run in runs:
+        assert run.info.run_id in done.stdout and run.data.params["seed"] == "9"
+        assert run.data.tags["crossfed.source_model"] == run.data.params["source_model"] == "none"

@@ -91,25 +91,26 @@ def pretrain(
 
 
 def _print_models(console, cfg, config: Path, mode: str, experiment: str | None, result) -> None:
-    """Where the run's models are: each experiment's full model (the one to fine-tune from, with its own
-    adapter) and the global shared parameters, with their MLflow URIs."""
+    """How to fine-tune from the run's models: `-c RUN_ID` (the run's model for -e), the registered
+    version, and the files at this site; plus the global shared parameters."""
     import mlflow
 
     from crossfed.federation.rounds import plan_rounds
-    from crossfed.tracking import tracking_uri
+    from crossfed.tracking import registered_model_name, tracking_uri
 
+    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(result.run_id)
+    version = run.data.tags.get("crossfed.model_version")
+    registered = f"models:/{registered_model_name(cfg)}/{version}" if version else None
     console.print(f"MLflow run [bold]{result.run_id}[/]; fine-tune from its models with:")
     for spec in plan_rounds(cfg, mode, experiment).clients:
         for name in spec.experiments:
             if spec.name in result.client_models:
-                console.print(f"  crossfed finetune {config} -e {name} -c {result.client_models[spec.name]}",
-                              markup=False)
-    run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(result.run_id)
-    uris = [f"runs:/{result.run_id}/model"]
-    if version := run.data.tags.get("crossfed.model_version"):
-        uris.append(f"models:/{cfg.tracking.registered_model}/{version}")
-    console.print(f"global model (the shared parameters only): {result.global_state_path}; in MLflow: "
-                  + ", ".join(uris), markup=False)
+                console.print(f"  crossfed finetune {config} -e {name} -c {result.run_id}", markup=False)
+    sources = [f"-c {registered}"] if registered else []
+    sources.append(f"-c runs:/{result.run_id}/model")
+    console.print("  (the same models: " + ", ".join(sources) + "; at this site also -c "
+                  + ", ".join(result.client_models[c] for c in result.client_models) + ")", markup=False)
+    console.print(f"global model (the shared parameters only): {result.global_state_path}", markup=False)
 
 
 def _summary(console, result) -> None:

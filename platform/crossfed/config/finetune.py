@@ -20,4 +20,6 @@ class FinetuneConfig(Section):
     batch_size: PositiveInt = 256
     epochs: PositiveInt = 10
     max_steps: PositiveInt | None = None
-    checkpoint: str | None = Field(None, description="pre-trained model to start from; None: from scratch")
+    checkpoint: str | None = Field(
+        None, description="pre-trained model to start from, as `finetune -c` takes it (a run id, models:/NAME/VERSION, "
+                          "runs:/..., a file); None: from scratch")

@@ -8,4 +8,5 @@ from crossfed.config.base import Section
 class TrackingConfig(Section):
     uri: str | None = Field(None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory")
     experiment: str = "crossfed"
-    registered_model: str = "crossfed-foundation"
+    registered_model: str | None = Field(
+        None, description="registry name of pre-trained models; None: the run config's name")

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -129,8 +130,9 @@ def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags:
     from crossfed import tracking
 
     if resume_id is None:
-        with tracking.start_run(config, run_name or f"{config.name}-{mode}", mode=mode,
-                                parent_run_id=parent_run_id, nested_tags=data_tags) as run:
+        with tracking.start_run(config, run_name or tracking.run_name(config, mode), mode=mode,
+                                parent_run_id=parent_run_id, nested_tags=data_tags,
+                                description=describe_pretraining(config, mode)) as run:
             mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
             yield run
         return
@@ -180,6 +182,17 @@ def check_resume_config(config: RunConfig, run) -> None:
         raise CrossfedError(
             f"cannot resume run {run.info.run_id} with a different config: {shown}{more}; only "
             f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} may change")
+
+
+def describe_pretraining(config: RunConfig, mode: str) -> str:
+    """The run's description: what is trained how (the MLflow UI shows it on the run's page)."""
+    fed = config.federation
+    how = {"federated": f"federated pre-training ({fed.strategy.name}, sharing {', '.join(fed.shared)})",
+           "local": "local pre-training (one experiment alone, the baseline)",
+           "centralized": "centralized pre-training (every experiment's events pooled, the baseline)"}[mode]
+    return (f"{how[0].upper()}{how[1:]} of a {config.model.preset} model on {', '.join(config.experiments)} "
+            f"for up to {fed.rounds} rounds, config {config.name!r}. The final model is logged under `model/`: "
+            "fine-tune it with `crossfed finetune CONFIG -e EXPERIMENT -c RUN_ID`.")
 
 
 def unwrap_ray_error(err: Exception) -> Exception:
@@ -281,9 +294,13 @@ def _run_started(config, plan, run_id, resume: bool, on_round, placement_group, 
         raise
     finally:
         _stop_driver(driver)
-    for client, footprint in final["footprints"].items():
-        mlflow.log_metrics({f"client/{client}/{k}": v for k, v in footprint.items()})
-    _log_final_model(config, run_id, final["global_state_path"], register_model)
+    # One value per run: parameters, not one-step series; a run resumed after it finished keeps its first
+    # (a parameter cannot change).
+    logged = mlflow.MlflowClient().get_run(run_id).data.params
+    footprints = {f"client.{client}.{k}": f"{v:.6g}" for client, footprint in final["footprints"].items()
+                  for k, v in footprint.items()}
+    mlflow.log_params({key: value for key, value in footprints.items() if key not in logged})
+    _log_final_model(config, plan, run_id, final, register_model)
     return FederationResult(run_id, location, final["global_state_path"], history, final["client_models"])
 
 
@@ -388,7 +405,10 @@ def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) 
     progress["round"] = completed
     _log_unlogged_rounds(run_id, history)
     for _ in range(completed, len(plan.steps_per_round)):
+        started = time.perf_counter()
         record = _get(driver.run_round.remote())
+        if "time/round_s" in record:  # the whole round as this process waited for it: retries, checkpoints
+            record["time/round_s"] = time.perf_counter() - started
         progress["round"] = record["round"]
         _log_round(record)
         history.append(record)
@@ -427,16 +447,27 @@ def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
 
 
 FINAL_MODEL_ARTIFACT = "model"
+MODEL_INFO = "crossfed.json"  # in the model folder: the model's settings and where each experiment's model is
 
 
-def _log_final_model(config: RunConfig, run_id: str, global_state_path: str, register: bool) -> None:
+def _log_final_model(config: RunConfig, plan: RoundPlan, run_id: str, final: dict, register: bool) -> None:
+    """The run's `model/` folder: the global shared state (`state.npz`) and `crossfed.json` holding the
+    model settings and, per experiment, its client's full model file at the client's site (not uploaded:
+    private parameters stay with their client); registered as a version when `register`."""
     import mlflow
 
     from crossfed import tracking
 
-    tracking.log_state_dict(load_state(global_state_path), FINAL_MODEL_ARTIFACT)
+    tracking.log_state_dict(load_state(final["global_state_path"]), FINAL_MODEL_ARTIFACT)
+    at_sites = {name: final["client_models"][spec.name] for spec in plan.clients for name in spec.experiments
+                if spec.name in final["client_models"]}
+    info = {"model": config.model.model_dump(mode="json"), "common_adapter": config.federation.common_adapter,
+            "experiments": at_sites}
+    mlflow.log_dict(info, f"{FINAL_MODEL_ARTIFACT}/{MODEL_INFO}")
+    mlflow.set_tags({"crossfed.experiments": ",".join(e for spec in plan.clients for e in spec.experiments),
+                     "crossfed.rounds": str(len(plan.steps_per_round))})
     if register:
-        version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, config.tracking.registered_model)
+        version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, tracking.registered_model_name(config))
         mlflow.set_tag("crossfed.model_version", version)
 
 

@@ -132,7 +132,7 @@ def _log_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best: dict,
     trial_run = runs.get(best["trial"])
     if trial_run is not None:
         version = tracking.register_model(trial_run.info.run_id, FINAL_MODEL_ARTIFACT,
-                                          sweep.base.tracking.registered_model)
+                                          tracking.registered_model_name(sweep.base))
         client.set_tag(parent_run_id, "crossfed.sweep.best_model_version", version)
 
 

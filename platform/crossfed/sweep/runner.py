@@ -239,8 +239,7 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     reported = []
 
     def report(round_index: int, metrics: dict[str, float], run_id: str | None = None) -> None:
-        """`run_id`: the federation's MLflow run; by default the active one (reports during the run)."""
-        run_id = run_id or mlflow.active_run().info.run_id
+        run_id = run_id or mlflow.active_run().info.run_id  # given once the federation's run has ended
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "federation.json").write_text(json.dumps({"run_id": run_id}))
             tune.report({**metrics, "round": round_index}, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -184,7 +185,8 @@ def _classifier_model(config: RunConfig, experiment: str, pretrained_state, even
 
 def finetune(config: RunConfig, experiment: str, labelled_events: int,
              pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None,
-             seed: int | None = None, features: np.ndarray | None = None) -> FinetuneMetrics:
+             seed: int | None = None, features: np.ndarray | None = None,
+             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneMetrics:
     """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
 
     `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`;
@@ -192,6 +194,8 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     `seed` (default config.seed): draws the labelled subset, initialises the classifier, orders the
     batches. `features`: in frozen mode, `encode_events` of `data` with this state (computed if not given).
     The best epoch on the validation split is kept. Returns test-set metrics, the ROC curve and the scores.
+    `on_epoch(epoch, {"train_loss", "val_loss"})` is called after each epoch (1-based; train_loss: the
+    epoch's mean batch loss), for logging.
     """
     settings = config.finetune
     seed = config.seed if seed is None else seed
@@ -212,8 +216,9 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     order_rng = np.random.default_rng(seed)
     max_steps = settings.max_steps or float("inf")
     best_loss, best_state, steps = float("inf"), None, 0
-    for _ in range(settings.epochs):
+    for epoch in range(1, settings.epochs + 1):
         module.train()
+        batch_losses = []
         order = chosen[order_rng.permutation(len(chosen))]
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
@@ -221,6 +226,7 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            batch_losses.append(loss.detach().item())
             steps += 1
             if steps >= max_steps:
                 break
@@ -228,6 +234,8 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
             raise CrossfedError(f"experiment {experiment}: fine-tuning loss became {float(loss)} "
                                 "(lower finetune.lr)")
         validation_loss = _validation_loss(forward, module, validation, validation_labels, settings.batch_size)
+        if on_epoch is not None:
+            on_epoch(epoch, {"train_loss": float(np.mean(batch_losses)), "val_loss": validation_loss})
         if validation_loss < best_loss:
             best_loss, best_state = validation_loss, copy.deepcopy(module.state_dict())
         if steps >= max_steps:

@@ -1,0 +1,130 @@
+"""`finetune -c`: every kind of reference resolves to the right experiment's model, against a real MLflow
+store holding a model folder as a pre-training run logs it (`rounds._log_final_model`, the real function);
+wrong references and other presets are one-line user errors naming what is wrong."""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import uproot
+
+from crossfed import tracking
+from crossfed.config import config_from_dict
+from crossfed.errors import CrossfedError
+from crossfed.federation.result import save_state
+from crossfed.model import build_model
+from crossfed.model_source import check_model_settings, resolve_model_source
+
+
+def config_for(preset="tiny"):
+    pretrain = {"pretrain": {"files": ["events.root"]}}  # in the test's folder; only fingerprinted
+    return config_from_dict({
+        "name": "source-test",
+        "experiments": {"cms": {"schema": "cms_nanoaod", **pretrain}, "atlas": {"schema": "atlas_opendata", **pretrain}},
+        "model": {"preset": preset},
+        "federation": {"rounds": 2},
+    })
+
+
+def client_state(config, experiment, seed):
+    torch.manual_seed(seed)
+    model = build_model(config.model, [experiment], ["replaced_object"])
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def pretrained(tmp_path, monkeypatch):
+    """A registered federated run whose model folder holds cms's and atlas's client models."""
+    from crossfed.federation.rounds import _log_final_model, plan_rounds
+
+    monkeypatch.chdir(tmp_path)
+    with uproot.recreate(tmp_path / "events.root") as file:
+        file["Events"] = {"MET_pt": np.ones(3, dtype=np.float32)}
+    config = config_for()
+    states = {name: client_state(config, name, seed) for seed, name in enumerate(["cms", "atlas"])}
+    files = {}
+    for name, state in states.items():
+        files[name] = str(tmp_path / f"{name}.npz")
+        save_state(tmp_path / f"{name}.npz", state)
+    save_state(tmp_path / "global.npz", {k: v for k, v in states["cms"].items() if k.startswith("backbone.")})
+    plan = plan_rounds(config, "federated", None)
+    with tracking.start_run(config, tracking.run_name(config, "federated"), mode="federated") as run:
+        _log_final_model(config, plan, run.info.run_id, {"global_state_path": str(tmp_path / "global.npz"),
+                                                          "client_models": files}, register=True)
+    mlflow.MlflowClient().set_registered_model_alias("source-test", "champion", "1")
+    return run.info.run_id, states, files
+
+
+def test_each_reference_gives_the_experiments_own_model(pretrained):
+    run_id, states, files = pretrained
+    for reference in [run_id, f"runs:/{run_id}/model", "models:/source-test/1", "models:/source-test@champion"]:
+        for experiment in ("cms", "atlas"):
+            source = resolve_model_source(reference, experiment)
+            own = [k for k in states[experiment] if k.startswith(f"adapters.{experiment}.")]
+            assert own and sorted(source.state) == sorted(states[experiment]), reference
+            for key in own:
+                np.testing.assert_array_equal(source.state[key], states[experiment][key], err_msg=reference)
+            assert source.run_id == run_id and source.file == files[experiment]  # at the client's site
+            assert source.settings["preset"] == "tiny"
+    assert resolve_model_source("models:/source-test@champion", "cms").reference == "models:/source-test/1"
+    assert resolve_model_source(run_id, "cms").reference == run_id
+    by_file = resolve_model_source(files["atlas"], "atlas")
+    assert by_file.run_id is None and set(by_file.state) == set(states["atlas"])
+    for nothing in (None, "none", "None"):
+        assert resolve_model_source(nothing, "cms").from_scratch
+
+
+def test_a_private_adapter_elsewhere_is_never_replaced_silently(pretrained):
+    """Client models stay at their sites (not in MLflow): where cms's file is not readable, its model is
+    refused with where it is and how to take the shared parameters only."""
+    run_id, states, files = pretrained
+    assert not [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model") if a.is_dir]
+    Path(files["cms"]).unlink()
+    for reference in (run_id, "models:/source-test/1"):
+        with pytest.raises(CrossfedError, match=f"cms's model keeps its adapter private at its site \\({files['cms']}, "
+                                                f"not here\\): fine-tune there, or .* -c runs:/{run_id}/model/state.npz"):
+            resolve_model_source(reference, "cms")
+    shared = resolve_model_source(f"runs:/{run_id}/model/state.npz", "cms")
+    assert sorted(shared.state) == sorted(k for k in states["cms"] if k.startswith("backbone."))
+    assert resolve_model_source(run_id, "atlas").file == files["atlas"]
+
+
+def test_the_registered_version_says_how_it_was_trained(pretrained):
+    run_id, _, _ = pretrained
+    version = mlflow.MlflowClient().get_model_version("source-test", "1")
+    assert version.tags == {"method": "federated", "experiments": "cms,atlas", "strategy": "fedavg", "rounds": "2"}
+    assert "federated pre-training of cms,atlas" in version.description and run_id in version.description
+
+
+def test_wrong_references_are_one_line_errors(pretrained, tmp_path):
+    run_id, _, _ = pretrained
+    cases = {
+        "no-such-file.npz": "no such file, and no MLflow run with that id or name",
+        "models:/source-test/7": "no such registered model version",
+        "models:/source-test": "expected models:/NAME/VERSION or models:/NAME@ALIAS",
+        "runs:/nothing": "expected runs:/RUN_ID/PATH",
+        f"runs:/{run_id}/config.yaml": "not a readable model state",
+    }
+    for reference, message in cases.items():
+        with pytest.raises(CrossfedError, match=message) as raised:
+            resolve_model_source(reference, "cms")
+        assert "\n" not in str(raised.value)
+    with tracking.start_run(config_for(), "no-model", mode="federated") as empty:
+        pass
+    with pytest.raises(CrossfedError, match="logged no model"):
+        resolve_model_source(empty.info.run_id, "cms")
+
+
+def test_a_model_of_another_preset_names_both_presets(pretrained, tmp_path):
+    run_id, _, _ = pretrained
+    wide = config_for("kishimoto-11m")
+    with pytest.raises(CrossfedError, match=r"is a 'tiny' model, the config's model.preset is 'kishimoto-11m' "
+                                            r"\(dim 48 vs 384, depth 2 vs 6"):
+        check_model_settings(resolve_model_source(run_id, "cms"), wide)
+    # a bare file carries no settings: its preset is read off the backbone's shapes
+    save_state(tmp_path / "bare.npz", client_state(config_for(), "cms", 0))
+    with pytest.raises(CrossfedError, match=r"bare.npz is a 'tiny' model, the config's model.preset is 'kishimoto"):
+        check_model_settings(resolve_model_source(str(tmp_path / "bare.npz"), "cms"), wide)
+    check_model_settings(resolve_model_source(run_id, "cms"), config_for())  # the same settings pass
