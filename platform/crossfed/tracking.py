@@ -263,15 +263,15 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
     `crossfed.source_model` and param `source_model` - a path, run id, runs:/ or models:/NAME/VERSION,
     or `none`; `crossfed.source_run` links the pre-training run when known. Log into it with
     `log_finetune_epoch` and `log_finetune_result`. A failure ends it FAILED with the error as description."""
-    from crossfed import report as rep
     from crossfed.errors import one_line_reason
 
     settings = config.finetune
     start = "from scratch" if source.from_scratch else f"from {source.reference}"
     description = (f"Fine-tuning of the {experiment} signal-vs-background classifier on {labelled_events} labelled "
                    f"events ({settings.mode}, {settings.optimizer} lr {settings.lr:g}, {settings.epochs} epochs, "
-                   f"seed {config.seed}), {start}; metrics on the held-out test split, ROC in {rep.ROC_ARTIFACT}.")
-    run_tags = {rep.KIND: "finetune", rep.EXPERIMENT: experiment, rep.LABELLED: str(labelled_events),
+                   f"seed {config.seed}), {start}; metrics on the held-out test split, ROC in {ROC_ARTIFACT}.")
+    run_tags = {"crossfed.kind": "finetune", "crossfed.experiment": experiment,
+                "crossfed.labelled_events": str(labelled_events),
                 "crossfed.source_model": source.reference}
     if source.run_id:
         run_tags["crossfed.source_run"] = source.run_id
@@ -288,6 +288,9 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
             raise
 
 
+ROC_ARTIFACT = "roc.json"  # a fine-tuning run's ROC curve: {"fpr": [...], "tpr": [...]}
+
+
 def log_finetune_epoch(epoch: int, losses: dict[str, float]) -> None:
     """Per-epoch losses of the active fine-tuning run, at step = epoch."""
     mlflow.log_metrics(losses, step=epoch)
@@ -296,10 +299,8 @@ def log_finetune_epoch(epoch: int, losses: dict[str, float]) -> None:
 def log_finetune_result(metrics) -> None:
     """Test-split AUC, background rejections and accuracy (final metrics), the counts as params, and the
     ROC curve as `roc.json` ({"fpr": [...], "tpr": [...]}), into the active run."""
-    from crossfed import report as rep
-
-    mlflow.log_metrics({rep.AUC: metrics["auc"], rep.REJECTION_03: metrics["rejection_at_0.3"],
-                        rep.REJECTION_05: metrics["rejection_at_0.5"], rep.ACCURACY: metrics["accuracy"],
+    mlflow.log_metrics({"auc": metrics["auc"], "rejection_at_eps_s_0.3": metrics["rejection_at_0.3"],
+                        "rejection_at_eps_s_0.5": metrics["rejection_at_0.5"], "accuracy": metrics["accuracy"],
                         "best_val_loss": metrics["validation_loss"]})
     mlflow.log_params({"test_events": metrics["test_events"], "steps": metrics["steps"]})
-    mlflow.log_dict({"fpr": [float(x) for x in metrics.fpr], "tpr": [float(x) for x in metrics.tpr]}, rep.ROC_ARTIFACT)
+    mlflow.log_dict({"fpr": [float(x) for x in metrics.fpr], "tpr": [float(x) for x in metrics.tpr]}, ROC_ARTIFACT)

@@ -172,8 +172,10 @@ def check_resume_config(config: RunConfig, run) -> None:
     logged (its params, the flattened config): one line naming every differing key, with both values."""
     from crossfed.tracking import flatten
 
-    before = run.data.params
     now = flatten(config.model_dump(mode="json", by_alias=True))
+    # Only the config's own keys: a run also logs parameters of its results (`client.<name>.device_hours`).
+    sections = {key.split(".", 1)[0] for key in now}
+    before = {key: value for key, value in run.data.params.items() if key.split(".", 1)[0] in sections}
     differing = [key for key in sorted(before.keys() | now.keys())
                  if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_KEYS)]
     if differing:
