@@ -62,15 +62,19 @@ def samples() -> dict[str, dict[str, Path]]:
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_tracking_uri():
-    """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ; keep one test's store from the next."""
+def _restore_tracking_uri():
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     if before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ, and crossfed honours that variable in
+# the commands the tests start: keep one test's (or one module fixture's) store from the next.
+_no_leaked_tracking_uri = pytest.fixture(autouse=True)(_restore_tracking_uri)
+_no_leaked_tracking_uri_between_modules = pytest.fixture(scope="module", autouse=True)(_restore_tracking_uri)
 
 
 @pytest.fixture(scope="session")
