@@ -189,16 +189,17 @@ def pretrain(study: StudyConfig, data: dict[str, ExperimentData], setup: plan.Se
     for key, value in {rep.KIND: "pretrain", **setup.tags()}.items():
         client.set_tag(result.run_id, key, value)
     now = int(time.time() * 1000)
-    budget = budget_from_history(result.history, client.get_run(result.run_id).data.metrics)
+    budget = budget_from_history(result.history, client.get_run(result.run_id).data.params)
     client.log_batch(result.run_id, metrics=[Metric(k, v, now, 0) for k, v in budget.items()])
     if setup.method == "centralized":
         return dict.fromkeys(setup.experiments, result.client_models["centralized"])
     return {e: result.client_models[e] for e in setup.experiments}
 
 
-def budget_from_history(history: list[dict], final_metrics: dict[str, float]) -> dict[str, float]:
+def budget_from_history(history: list[dict], run_params: dict[str, str]) -> dict[str, float]:
     """What a pre-training processed, from its clients' round records: events per experiment, optimizer
-    steps (all clients), device-hours (training and evaluation, from the run's final footprint)."""
+    steps (all clients), device-hours (training and evaluation, from the clients' footprints, which the run
+    logs once as the parameters `client.<name>.device_hours`)."""
     events: dict[str, float] = {}
     steps: dict[str, float] = {}
     for record in history:
@@ -208,7 +209,7 @@ def budget_from_history(history: list[dict], final_metrics: dict[str, float]) ->
                 events[parts[3]] = events.get(parts[3], 0.0) + value
             elif len(parts) == 3 and parts[0] == "client" and parts[2] == "train_global_step":
                 steps[parts[1]] = max(steps.get(parts[1], 0.0), value)
-    hours = sum(v for k, v in final_metrics.items() if k.startswith("client/") and k.endswith("/device_hours"))
+    hours = sum(float(v) for k, v in run_params.items() if k.startswith("client.") and k.endswith(".device_hours"))
     return {**{f"{rep.BUDGET_EVENTS}/{e}": v for e, v in events.items()}, rep.BUDGET_STEPS: sum(steps.values()),
             rep.BUDGET_HOURS: hours}
 
