@@ -17,23 +17,7 @@ import numpy as np
 import pytest
 
 from crossfed.errors import CrossfedError
-from crossfed.federation.placement import EXPERIMENT_LABEL
-from test_federation import SCHEMAS, make_config, running_driver
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = {group: cluster.add_node(num_cpus=2, labels={EXPERIMENT_LABEL: group}) for group in ("cms", "atlas")}
-    ray.init(address=cluster.address, logging_level="WARNING")
-    yield {group: node.node_id for group, node in nodes.items()}
-    ray.shutdown()
-    cluster.shutdown()
+from test_federation import SCHEMAS, cluster, make_config, running_driver  # noqa: F401 - cluster: a fixture
 
 
 def pid_of(actor) -> int:
