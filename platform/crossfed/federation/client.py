@@ -123,6 +123,12 @@ class FederationClient:
 
         return [node for node, _ in ray.get([w.placement.remote() for w in self.workers.workers])]
 
+    def node_ids(self) -> dict[str, object]:
+        """Where this client runs: its own node and each rank's (the run records them, to check pinning)."""
+        import ray
+
+        return {"node": ray.get_runtime_context().get_node_id(), "worker_nodes": self.worker_node_ids()}
+
     def worker_actors(self) -> list:
         return list(self.workers.workers)
 

@@ -336,6 +336,12 @@ class FederationDriver:
     def client_handles(self) -> dict:
         return dict(self.clients)
 
+    def client_nodes(self) -> dict[str, dict]:
+        """Each client's node and its ranks' nodes, as the actors themselves report them."""
+        import ray
+
+        return dict(zip(self.clients, ray.get([client.node_ids.remote() for client in self.clients.values()])))
+
     def received(self) -> dict[str, dict]:
         """What the driver received from each client in the last round (the privacy audit looks here)."""
         return self.last_received

@@ -391,7 +391,18 @@ def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str
         raise
     for note in notes:
         log.warning("%s", note)
+    _log_client_nodes(driver)
     return driver
+
+
+def _log_client_nodes(driver) -> None:
+    """Tags saying which Ray node each client and its ranks started on: where an experiment's data was read
+    is part of the run's record."""
+    import mlflow
+
+    for name, nodes in _get(driver.client_nodes.remote()).items():
+        mlflow.set_tags({f"crossfed.client.{name}.node": nodes["node"],
+                         f"crossfed.client.{name}.worker_nodes": ",".join(nodes["worker_nodes"])})
 
 
 def _stop_driver(driver) -> None:
