@@ -34,7 +34,6 @@ from crossfed.tracking import tracking_uri as tracking_uri_rule
 def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = None, console=None,
               progress: bool = True) -> rep.StudyReport:
     """Run the whole study; returns its report (tables, files and plots under workdir/reports/<run id>/)."""
-    from mlflow import MlflowClient
     from rich.console import Console
 
     console = console or Console()
@@ -47,10 +46,20 @@ def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = N
     setups = plan.setups(study)
     console.print(_plan_summary(study, setups))
     started = time.perf_counter()
-    console.print("[bold]samples[/]")
-    data = prepare_samples(study, workdir / "samples", console=console, progress=progress)
-    preflight(study, data)  # before anything is logged: a bad ladder must not leave a failed run behind
-    console.print(f"  samples ready ({time.perf_counter() - started:.0f} s)")
+    with _ray(study):  # one Ray for generation and training: starting one per sample file is slow and fragile
+        console.print("[bold]samples[/]")
+        data = prepare_samples(study, workdir / "samples", console=console, progress=progress)
+        preflight(study, data)  # before anything is logged: a bad ladder must not leave a failed run behind
+        console.print(f"  samples ready ({time.perf_counter() - started:.0f} s)")
+        report = _run_logged(study, data, setups, uri, workdir, console)
+    console.print(f"study finished in {time.perf_counter() - started:.0f} s")
+    return report
+
+
+def _run_logged(study: StudyConfig, data: dict[str, ExperimentData], setups: list[plan.Setup], uri: str,
+                workdir: Path, console) -> rep.StudyReport:
+    """Pre-training, fine-tuning and the report, under the study's parent MLflow run (FAILED if any fails)."""
+    from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, study.tracking.experiment, uri)
@@ -59,9 +68,8 @@ def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = N
         "crossfed.tasks": ",".join(study.tasks)}).info.run_id
     try:
         client.log_text(parent_id, study_yaml(study), rep.CONFIG_ARTIFACT)
-        with _ray(study):
-            models = pretrain_all(study, data, setups, client, parent_id, uri, workdir, console)
-            finetune_all(study, data, setups, models, client, parent_id, experiment_id, console)
+        models = pretrain_all(study, data, setups, client, parent_id, uri, workdir, console)
+        finetune_all(study, data, setups, models, client, parent_id, experiment_id, console)
         report = rep.collect(client, client.get_run(parent_id))
         rep.write_outputs(report, workdir / "reports" / parent_id)
         rep.log_summary(client, report)
@@ -69,7 +77,6 @@ def run_study(study: StudyConfig, *, workdir: Path, tracking_uri: str | None = N
         client.set_terminated(parent_id, "FAILED")
         raise
     client.set_terminated(parent_id, "FINISHED")
-    console.print(f"study finished in {time.perf_counter() - started:.0f} s")
     return report
 
 
