@@ -170,6 +170,31 @@ def test_the_study_prints_tables_verdicts_and_says_it_is_indicative(study_run):
         assert len([d for d in differences if d["task"] == task]) == len(differences) // 2
 
 
+def test_the_study_ends_with_models_that_finetune_accepts(study_run, monkeypatch):
+    """The first scenario's pre-trained models (first seed) as `-c` references, each resolving to a model."""
+    import re
+
+    import mlflow
+
+    from crossfed.model_source import resolve_model_source
+
+    printed = dict(re.findall(r"^  (\S+/seed=0): (runs:/\w+/model)$", study_run["stdout"], flags=re.MULTILINE))
+    def method_and_events(key):
+        method, events, _ = key.split("/")
+        return method, frozenset(events.split(","))
+
+    both = frozenset({"cms=240", "atlas=240"})
+    assert {method_and_events(k) for k in printed} == {("federated", both), ("centralized", both),
+                                                       ("local", frozenset({"cms=240"})), ("local", frozenset({"atlas=240"}))}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", study_run["uri"])
+    mlflow.set_tracking_uri(study_run["uri"])
+    for key, uri in printed.items():
+        experiment = "atlas" if "atlas" in key.split("/")[1] else "cms"
+        source = resolve_model_source(uri, experiment)
+        assert source.state and source.run_id == uri.split("/")[1], key
+        assert mlflow.MlflowClient().get_run(source.run_id).data.tags["crossfed.setup"] == key
+
+
 def test_the_study_states_what_difference_it_resolves(study_run):
     """The half-widths of the paired differences' 95 % intervals: what a null result rules out."""
     widths = [(d["auc_difference_high"] - d["auc_difference_low"]) / 2 for d in study_run["results"]["differences"]]

@@ -551,6 +551,7 @@ def print_report(console, report: StudyReport, tracking_uri: str) -> None:
         console.print("[bold]verdicts[/]")
         for difference in report.differences:
             console.print(f"  {difference.verdict}", highlight=False)
+    _print_models(console, report)
     for path in report.plots:
         console.print(f"plot: {path}", highlight=False)
     console.print(f"tables: {report.files[0].parent if report.files else '-'}", highlight=False)
@@ -559,6 +560,22 @@ def print_report(console, report: StudyReport, tracking_uri: str) -> None:
                   highlight=False)
     console.print(f"rebuild this report: crossfed report {report.parent_run_id} --tracking-uri {tracking_uri}",
                   highlight=False)
+
+
+def _print_models(console, report: StudyReport) -> None:
+    """The first seed's pre-trained models of the first scenario, as references `crossfed finetune -c` takes:
+    what a user fine-tunes their own analysis from."""
+    first = plan.scenarios(report.study)[0]
+    seed = report.study.pretrain_seeds()[0]
+    keys = {plan.setup_for(first, method, experiment, seed).key()
+            for method in first.methods if method != "scratch" for experiment in report.study.experiments}
+    records = sorted((report.pretrains[k] for k in keys if k in report.pretrains), key=lambda r: r.setup.key())
+    if not records:
+        return
+    console.print(f"[bold]pre-trained models[/] ({first.name}, seed {seed}); fine-tune one with "
+                  "crossfed finetune CONFIG -e EXPERIMENT -c URI", highlight=False)
+    for record in records:
+        console.print(f"  {record.setup.key()}: runs:/{record.run_id}/model", highlight=False)
 
 
 def _uncertainty_note(report: StudyReport) -> str:
