@@ -111,3 +111,21 @@ def s3_bucket(s3_endpoint, request) -> str:
     name = "b" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real multi-node Ray cluster on this machine: a head with no CPUs (nothing runs there by accident)
+    and two nodes of 2 CPUs labelled node group cms and atlas. Yields {group: node id}; one per module."""
+    import ray
+    from crossfed.federation.placement import EXPERIMENT_LABEL
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = {group: cluster.add_node(num_cpus=2, labels={EXPERIMENT_LABEL: group}) for group in ("cms", "atlas")}
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield {group: node.node_id for group, node in nodes.items()}
+    ray.shutdown()
+    cluster.shutdown()

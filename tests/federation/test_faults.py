@@ -16,11 +16,8 @@ import time
 import numpy as np
 import pytest
 
-import test_federation
 from crossfed.errors import CrossfedError
 from test_federation import SCHEMAS, make_config, running_driver
-
-cluster = test_federation.cluster  # its module-scoped 2-node cluster (cms, atlas), as a fixture here too
 
 
 def pid_of(actor) -> int:

@@ -26,21 +26,6 @@ from crossfed.storage import Storage
 SCHEMAS = {"cms": "cms_nanoaod", "atlas": "atlas_opendata"}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = {group: cluster.add_node(num_cpus=2, labels={EXPERIMENT_LABEL: group}) for group in ("cms", "atlas")}
-    ray.init(address=cluster.address, logging_level="WARNING")
-    yield {group: node.node_id for group, node in nodes.items()}
-    ray.shutdown()
-    cluster.shutdown()
-
-
 def make_config(samples, tmp_path, *, pinned=True, workers=1, rounds=2, **federation):
     return config_from_dict({
         "seed": 3,

@@ -15,25 +15,7 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 import yaml
-
-from crossfed.federation.placement import EXPERIMENT_LABEL
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = {group: cluster.add_node(num_cpus=2, labels={EXPERIMENT_LABEL: group}) for group in ("cms", "atlas")}
-    ray.init(address=cluster.address, logging_level="WARNING")
-    yield {group: node.node_id for group, node in nodes.items()}
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def write_sweep(tmp_path, samples):
