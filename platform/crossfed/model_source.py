@@ -18,7 +18,6 @@ that folder is readable (at E's site, or on one machine), else the global state 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -21,7 +21,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -429,12 +428,15 @@ def find_run(run_ref: str) -> mlflow.entities.Run:
 
 @contextlib.contextmanager
 def finetune_run(config: RunConfig, experiment: str, labelled_events: int, source, *,
-                 parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+                 datasets: dict[str, dict] | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one fine-tuning, opened before it trains: the config (finetune.lr, .epochs, .mode,
     seed), the labelled-event count, and the source model (`crossfed.model_source.ModelSource`) as tag
     `crossfed.source_model` and param `source_model` - a path, run id, runs:/ or models:/NAME/VERSION,
     or `none`; `crossfed.source_run` links the pre-training run when known. Log into it with
-    `log_finetune_epoch` and `log_finetune_result`. A failure ends it FAILED with the error as description."""
+    `log_finetune_epoch`, `log_finetune_result` and `log_classifier`. `datasets`: the labelled data's
+    records (`dataset_records`), logged as the run's inputs and fingerprint tags. A failure ends it FAILED with
+    the error as description."""
     from crossfed.errors import one_line_reason
 
     settings = config.finetune
@@ -447,8 +449,10 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
                 "crossfed.source_model": source.reference}
     if source.run_id:
         run_tags["crossfed.source_run"] = source.run_id
+    run_tags.update(fingerprint_tags(datasets or {}))
     with start_run(config, run_name(config, f"finetune-{experiment}-{labelled_events}"), mode="finetune",
                    parent_run_id=parent_run_id, nested_tags=run_tags | (tags or {}), description=description) as run:
+        log_datasets(datasets or {})
         params = {"experiment": experiment, "labelled_events": labelled_events, "source_model": source.reference}
         if source.file:
             params["source_file"] = source.file
@@ -458,6 +462,23 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
         except BaseException as err:
             mlflow.set_tag("mlflow.note.content", f"failed: {one_line_reason(err)}")
             raise
+
+
+def classifier_model_name(config: RunConfig, experiment: str) -> str:
+    """The registry name of the config's fine-tuned classifiers of `experiment`."""
+    return f"{registered_model_name(config)}-{experiment}-classifier"
+
+
+def log_classifier(config: RunConfig, experiment: str, state: dict[str, np.ndarray], labelled_events: int) -> str:
+    """The fine-tuned classifier as the active run's MLflow model `model`, registered as a version of
+    `classifier_model_name` with its model card; the version."""
+    from crossfed.serving import mlflow_model
+
+    info = mlflow_model.model_info("classifier", config, [experiment], labelled_events=labelled_events)
+    mlflow_model.log_model(state, info, "model")
+    version = register_model(mlflow.active_run().info.run_id, "model", classifier_model_name(config, experiment))
+    mlflow.set_tag("crossfed.model_version", version)
+    return version
 
 
 ROC_ARTIFACT = "roc.json"  # a fine-tuning run's ROC curve: {"fpr": [...], "tpr": [...]}
