@@ -133,7 +133,7 @@ def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
     best_version = client.get_run(parents[0].info.run_id).data.tags["crossfed.sweep.best_model_version"]
     versions = client.search_model_versions("name = 'sweep-base'")  # the base config's name
     assert len(versions) == 1, "only the best trial's model is registered"
-    assert client.get_model_version_by_alias("sweep-base", "champion").version == best_version
+    assert str(client.get_model_version_by_alias("sweep-base", "champion").version) == best_version
     assert "pre-trained on" in versions[0].description  # its model card
 
 
