@@ -295,8 +295,10 @@ def register_model(run_id: str, artifact_path: str, name: str, *, alias: str | N
     `champion`)."""
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
-    model_id = next((output.model_id for output in (run.outputs.model_outputs if run.outputs else [])
-                     if client.get_logged_model(output.model_id).name == artifact_path), None)
+    logged = [client.get_logged_model(output.model_id) for output in (run.outputs.model_outputs if run.outputs else [])]
+    named = [model for model in logged if model.name == artifact_path]
+    # the newest: a run resumed after it finished logs its final model again
+    model_id = max(named, key=lambda model: model.creation_timestamp).model_id if named else None
     if model_id is None:
         raise CrossfedError(f"run {run_id} logged no model {artifact_path!r} to register as model {name!r}")
     with contextlib.suppress(mlflow.exceptions.MlflowException):
