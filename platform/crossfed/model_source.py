@@ -4,20 +4,20 @@ A reference is one of
 - `none` (or nothing): train from scratch;
 - a file: a state dict (.npz from a pre-training run folder, or a torch .pt/.pth);
 - a pre-training run id (or run name): that run's model for the experiment being fine-tuned;
-- `runs:/RUN_ID/PATH`: an artifact file, or a model folder as a pre-training run logs it;
+- a model folder (`crossfed.serving.mlflow_model`: a client's exported model at its site);
+- `runs:/RUN_ID/PATH`: an artifact file, or a model as a pre-training run logs it (`runs:/RUN_ID/model`);
 - `models:/NAME/VERSION` or `models:/NAME@ALIAS`: a registered version of a pre-trained model.
 
-A pre-training run logs its model folder `model/` as `state.npz` (the global shared parameters) and
-`crossfed.json` (the model settings, and per experiment the file of its client's full model - shared
-parameters plus its own adapter - at the client's site; private parameters are never uploaded). From a run
-or a registered version, fine-tuning experiment E takes E's client model where that file is readable (at
-E's site, or on one machine), else the global state when it holds E's adapter (a shared adapter, the
-baselines), else it says where E's model is.
+A pre-training run logs its MLflow model `model`, whose artifacts are `state.npz` (the global shared
+parameters) and `crossfed.json` (the model settings, and per experiment, as `site_models`, the folder of its
+client's full model - shared parameters plus its own adapter - at the client's site; private parameters are
+never uploaded). From a run or a registered version, fine-tuning experiment E takes E's client model where
+that folder is readable (at E's site, or on one machine), else the global state when it holds E's adapter
+(a shared adapter, the baselines), else it says where E's model is.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from crossfed.config import RunConfig
 from crossfed.errors import CrossfedError
 
 MODEL_FOLDER = "model"  # crossfed.federation.rounds.FINAL_MODEL_ARTIFACT, named here to keep Ray out
-MODEL_INFO = "crossfed.json"
+GLOBAL_STATE = "artifacts/state.npz"  # in a model folder: the parameters it holds
 SIZE_KEYS = ("dim", "depth", "heads", "mlp_ratio")  # what decides parameter shapes (dropout does not)
 
 
@@ -85,24 +85,34 @@ def read_state_file(path: Path, where: str | None = None) -> dict[str, np.ndarra
 
 
 def _from_folder(folder: Path, experiment: str, reference: str, run_id: str | None = None) -> ModelSource:
-    """A model folder as a pre-training run logs it (see the module's docstring)."""
-    info = json.loads((folder / MODEL_INFO).read_text()) if (folder / MODEL_INFO).is_file() else {}
-    at_site = info.get("experiments", {}).get(experiment)
-    if at_site and Path(at_site).is_file():
-        return ModelSource(reference, state=read_state_file(Path(at_site)), run_id=run_id, file=at_site,
-                           settings=info.get("model"))
-    if not (folder / "state.npz").is_file():
-        raise CrossfedError(f"{reference}: no state.npz in the model folder (is it a crossfed model?)")
-    state = read_state_file(folder / "state.npz", f"{reference} (state.npz)")
-    if at_site and not any(name.startswith((f"adapters.{experiment}.", "adapters.common.")) for name in state):
+    """A model folder (see the module's docstring): the experiment's own model at its site when readable
+    here, else the folder's state."""
+    from crossfed.serving.mlflow_model import MODEL_INFO, adapters_held, is_model_folder, read_model_folder
+
+    if not (folder / "artifacts" / MODEL_INFO).is_file():
+        raise CrossfedError(f"{reference}: no artifacts/{MODEL_INFO} in the model folder (is it a crossfed model?)")
+    state, info = read_model_folder(folder)
+    at_site = info.get("site_models", {}).get(experiment)
+    if at_site and _readable(at_site, is_model_folder):
+        site_state, site_info = read_model_folder(at_site)
+        return ModelSource(reference, state=site_state, run_id=run_id, file=at_site, settings=site_info["model"])
+    if at_site and not adapters_held(state) & {experiment, "common"}:
         raise CrossfedError(f"{reference}: {experiment}'s model keeps its adapter private at its site ({at_site}, "
                             f"not here): fine-tune there, or from the shared parameters only with -c "
                             f"{_global_state_reference(reference, run_id)}")
-    return ModelSource(reference, state=state, run_id=run_id, file="state.npz", settings=info.get("model"))
+    return ModelSource(reference, state=state, run_id=run_id, file=GLOBAL_STATE, settings=info["model"])
+
+
+def _readable(location: str, is_model_folder) -> bool:
+    """Whether a site's model folder can be read from here (another site's storage may not even answer)."""
+    try:
+        return is_model_folder(location)
+    except Exception:  # noqa: BLE001 - unreachable storage, missing credentials: not readable here
+        return False
 
 
 def _global_state_reference(reference: str, run_id: str | None) -> str:
-    return f"runs:/{run_id}/{MODEL_FOLDER}/state.npz" if run_id else f"{reference}/state.npz"
+    return f"runs:/{run_id}/{MODEL_FOLDER}/{GLOBAL_STATE}" if run_id else f"{reference}/{GLOBAL_STATE}"
 
 
 def _from_model_folder_uri(folder_uri: str, experiment: str, reference: str, run_id: str | None) -> ModelSource:

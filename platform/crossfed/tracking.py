@@ -21,7 +21,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -141,24 +140,121 @@ def fingerprint(files: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def dataset_records(config: RunConfig, experiments: list[str] | None = None) -> dict[str, dict]:
+    """What a run records of each dataset of `experiments` (default all), by key `<experiment>.pretrain`,
+    `.finetune.signal`, `.finetune.background`: its files (as the reader expands them), fingerprint
+    (`digest`), schema, selection, max_events, and the events its files hold before any selection
+    (`entries`). Reads the files: call it where the data is (a federation's clients do, at their sites)."""
+    datasets = {}
+    for name, experiment in config.experiments.items():
+        if experiments is not None and name not in experiments:
+            continue
+        datasets[f"{name}.pretrain"] = (experiment.pretrain, experiment.data_schema)
+        if experiment.finetune:
+            datasets[f"{name}.finetune.signal"] = (experiment.finetune.signal, experiment.data_schema)
+            datasets[f"{name}.finetune.background"] = (experiment.finetune.background, experiment.data_schema)
+    records = {}
+    for key, (dataset, schema) in datasets.items():
+        if dataset is None:
+            continue
+        files = dataset_files(dataset, f"experiments.{key}")
+        records[key] = {"files": files, "digest": fingerprint(files), "schema": schema, "selection": dataset.selection,
+                        "max_events": dataset.max_events, "entries": count_entries(files, schema)}
+    return records
+
+
+def count_entries(files: list[str], schema: str) -> int | None:
+    """Events in the files' trees (before selection); None when a file cannot tell (checked elsewhere)."""
+    from crossfed.data.files import find_tree, open_root
+    from crossfed.data.schema import load_schema
+
+    try:
+        tree_names = load_schema(schema).tree_names
+        total = 0
+        for path in files:
+            with open_root(path) as root_file:
+                total += int(find_tree(root_file, path, tree_names)[1].num_entries)
+        return total
+    except CrossfedError:
+        return None
+
+
+def fingerprint_tags(records: dict[str, dict]) -> dict[str, str]:
+    """The tags `crossfed.data.<dataset key>` = fingerprint of `dataset_records`."""
+    return {f"crossfed.data.{key}": record["digest"] for key, record in records.items()}
+
+
 def dataset_fingerprints(config: RunConfig, experiments: list[str] | None = None) -> dict[str, str]:
     """Tag name -> fingerprint, one per dataset of `experiments` (default all):
     crossfed.data.<experiment>.pretrain / .finetune.signal / .finetune.background.
 
     Reads the files: call it where the data is (a federation's clients do, at their sites)."""
-    datasets = {}
-    for name, experiment in config.experiments.items():
-        if experiments is not None and name not in experiments:
-            continue
-        datasets[f"{name}.pretrain"] = experiment.pretrain
-        if experiment.finetune:
-            datasets[f"{name}.finetune.signal"] = experiment.finetune.signal
-            datasets[f"{name}.finetune.background"] = experiment.finetune.background
-    return {
-        f"crossfed.data.{key}": fingerprint(dataset_files(dataset, f"experiments.{key}"))
-        for key, dataset in datasets.items()
-        if dataset is not None
-    }
+    return fingerprint_tags(dataset_records(config, experiments))
+
+
+class RootFilesSource(mlflow.data.dataset_source.DatasetSource):
+    """Where a dataset's events are: its ROOT files' URIs (they stay there; MLflow records only where)."""
+
+    def __init__(self, uris: list[str]):
+        self.uris = [uri if "://" in uri else Path(uri).resolve().as_uri() for uri in uris]
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "root_files"
+
+    def load(self, **kwargs):
+        raise NotImplementedError("read the events with crossfed.data.load_dataset, where they are")
+
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source):
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"uris": self.uris}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict):
+        return cls(source_dict["uris"])
+
+
+class EventDataset(mlflow.data.dataset.Dataset):
+    """A crossfed dataset as MLflow records it (`mlflow.log_input`): name, fingerprint as digest, the files
+    as source, the common event representation as schema, and schema/selection/event counts as profile."""
+
+    def __init__(self, name: str, record: dict):
+        self.record = record
+        super().__init__(RootFilesSource(record["files"]), name=name, digest=record["digest"])
+
+    def _compute_digest(self) -> str:
+        return self.record["digest"]
+
+    @property
+    def profile(self) -> dict:
+        return {"data_schema": self.record["schema"], "selection": self.record["selection"] or "none",
+                "max_events": self.record["max_events"], "files": len(self.record["files"]),
+                "events_in_files": self.record["entries"]}
+
+    @property
+    def schema(self):
+        from crossfed.serving.mlflow_model import event_schema
+
+        return event_schema()
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "schema": json.dumps(self.schema.to_dict()),
+                "profile": json.dumps(self.profile)}
+
+
+def log_datasets(records: dict[str, dict]) -> None:
+    """Each dataset of `dataset_records` as an input of the active run, named `<experiment>.<part>` with
+    context `pretrain`, `finetune.signal` or `finetune.background`: the UI's Datasets column. Only the
+    record travels; the events stay at their site."""
+    for key, record in records.items():
+        mlflow.log_input(EventDataset(key, record), context=key.split(".", 1)[1])
 
 
 @contextlib.contextmanager
@@ -192,35 +288,26 @@ def start_run(
         yield run
 
 
-def log_state_dict(state: dict[str, np.ndarray], artifact_path: str) -> str:
-    """Save a numpy state dict as `<artifact_path>/state.npz` in the active run; returns that path."""
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "state.npz"
-        np.savez(file, **state)
-        mlflow.log_artifact(str(file), artifact_path=artifact_path)
-    return f"{artifact_path}/state.npz"
-
-
-def register_model(run_id: str, artifact_path: str, name: str) -> str:
-    """Register the run's artifact folder `artifact_path` as a new version of model `name`; its version.
-
-    MLflow 3's `mlflow.register_model` only accepts folders logged as MLflow models (`log_model`);
-    a crossfed model is a state dict whose architecture comes from the run's config, so the version is
-    created directly with its source pointing at that folder (load it with `np.load(.../state.npz)`).
-    The version is tagged with how the model was trained (`model_version_tags`) and described in a line.
-    """
+def register_model(run_id: str, artifact_path: str, name: str, *, alias: str | None = None) -> str:
+    """Register the MLflow model the run logged as `artifact_path` (`crossfed.serving.mlflow_model.log_model`)
+    as a new version of model `name`; its version. The version is tagged with how the model was trained
+    (`model_version_tags`), described by its model card (`model_card`), and given `alias` if any (a sweep's
+    `champion`)."""
     client = mlflow.MlflowClient()
-    if not client.list_artifacts(run_id, artifact_path):
-        raise CrossfedError(f"run {run_id} has no artifacts under {artifact_path!r} to register as model {name!r}")
+    run = client.get_run(run_id)
+    logged = [client.get_logged_model(output.model_id) for output in (run.outputs.model_outputs if run.outputs else [])]
+    named = [model for model in logged if model.name == artifact_path]
+    # the newest: a run resumed after it finished logs its final model again
+    model_id = max(named, key=lambda model: model.creation_timestamp).model_id if named else None
+    if model_id is None:
+        raise CrossfedError(f"run {run_id} logged no model {artifact_path!r} to register as model {name!r}")
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         client.create_registered_model(name)  # already registered: add a version to it
-    run = client.get_run(run_id)
-    tags = model_version_tags(run)
-    description = (f"{tags['method']} pre-training of {tags['experiments']} ({tags['rounds']} rounds, "
-                   f"strategy {tags['strategy']}) in run {run.info.run_name} ({run_id})")
-    source = f"{run.info.artifact_uri}/{artifact_path}"
-    return str(client.create_model_version(name, source=source, run_id=run_id, tags=tags,
-                                           description=description).version)
+    version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                          tags=model_version_tags(run), description=model_card(run))
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
 
 
 def model_version_tags(run: mlflow.entities.Run) -> dict[str, str]:
@@ -236,6 +323,92 @@ def model_version_tags(run: mlflow.entities.Run) -> dict[str, str]:
         "strategy": params.get("federation.strategy.name", "unknown") if method == "federated" else "none",
         "rounds": tags.get("crossfed.rounds", params.get("federation.rounds", "unknown")),
     }
+
+
+def model_card(run: mlflow.entities.Run) -> str:
+    """A registered version's description, from its run: what it was trained on (experiments, data
+    fingerprints and events), how (strategy, rounds, DP ε), its results, and its device-hours and energy;
+    "not measured" where the run holds no figure (never a 0 for a missing one)."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    if tags.get("crossfed.kind") == "finetune":
+        lines = _classifier_card(tags, params, metrics)
+    else:
+        lines = _foundation_card(run.info.run_id, tags, params, metrics)
+    datasets = {d.dataset.name: d for d in (run.inputs.dataset_inputs if run.inputs else [])}
+    data = []
+    for tag, digest in sorted(tags.items()):
+        if tag.startswith("crossfed.data."):
+            key = tag.removeprefix("crossfed.data.")
+            profile = json.loads(datasets[key].dataset.profile or "{}") if key in datasets else {}
+            events = profile.get("events_in_files")
+            selection = profile.get("selection")
+            data.append(f"{key} (fingerprint {digest}" + (f", {events:,} events in its files" if events is not None else "")
+                        + (f", selection {selection}" if selection and selection != "none" else "") + ")")
+    lines.append("Data: " + ("; ".join(data) if data else "not recorded") + ".")
+    hours = [float(v) for k, v in params.items() if k.startswith("client.") and k.endswith(".device_hours")]
+    energy = {}
+    for key, value in params.items():
+        if key.startswith("client.") and "energy" in key:
+            what = key.split(".", 2)[2]
+            energy[what] = energy.get(what, 0.0) + float(value)
+    lines.append("Compute: " + (f"{sum(hours):.4g} device-hours" if hours else "device-hours not measured") + "; "
+                 + ("energy " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(energy.items())) if energy
+                    else "energy not measured") + ".")
+    lines.append(f"Run: {run.info.run_name} ({run.info.run_id}); its config is config.yaml in the run.")
+    return "\n\n".join(lines)
+
+
+def _foundation_card(run_id: str, tags: dict, params: dict, metrics: dict) -> list[str]:
+    method = tags.get("crossfed.mode", "unknown")
+    experiments = tags.get("crossfed.experiments", "?")
+    rounds = tags.get("crossfed.rounds", params.get("federation.rounds", "?"))
+    if method == "federated":
+        how = f"federated pre-training, strategy {params.get('federation.strategy.name', '?')}, {rounds} rounds, " \
+              f"sharing {params.get('federation.shared', '?')}"
+        if params.get("federation.privacy.enabled") == "True":
+            epsilon = metrics.get("privacy/epsilon")
+            how += (f", differentially private: ε = {epsilon:.3g}" if epsilon is not None else ", DP: ε not recorded") \
+                + f" at δ = {params.get('federation.privacy.delta', '?')}"
+        else:
+            how += ", no differential privacy"
+    else:
+        how = f"{method} pre-training (baseline), {rounds} rounds"
+    lines = [f"crossfed foundation model ({params.get('model.preset', '?')} preset) pre-trained on {experiments}: {how}.",
+             "Use: mlflow.pyfunc.load_model(URI).predict({features, types, mask}, params={'experiment': E}) gives "
+             "event embeddings; an experiment's private input adapter is only in its site's model."]
+    events = _events_processed(run_id, metrics)
+    lines.append("Events processed in training: " + (", ".join(f"{e} {n:,.0f}" for e, n in sorted(events.items()))
+                                                      if events else "not recorded (none reported by the clients)") + ".")
+    results = {k: v for k, v in sorted(metrics.items()) if k.startswith("global/val_")}
+    lines.append("Results: pre-training validation, last round: "
+                 + (", ".join(f"{k.removeprefix('global/')} {v:.4g}" for k, v in results.items()) if results
+                    else "not recorded") + "; downstream: not measured for this version (a study reports them).")
+    return lines
+
+
+def _events_processed(run_id: str, metrics: dict) -> dict[str, float]:
+    """Training events processed per experiment over all rounds, from the clients' round records."""
+    client = mlflow.MlflowClient()
+    events: dict[str, float] = {}
+    for key in metrics:
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "client" and parts[2] == "train_events_processed":
+            events[parts[3]] = events.get(parts[3], 0.0) + sum(m.value for m in client.get_metric_history(run_id, key))
+    return events
+
+
+def _classifier_card(tags: dict, params: dict, metrics: dict) -> list[str]:
+    experiment = tags.get("crossfed.experiment", "?")
+    results = ", ".join(f"{name} {metrics[key]:.4g}" for key, name in
+                        (("auc", "AUC"), ("rejection_at_eps_s_0.3", "1/ε_B at ε_S=0.3"),
+                         ("rejection_at_eps_s_0.5", "1/ε_B at ε_S=0.5"), ("accuracy", "accuracy")) if key in metrics)
+    return [f"crossfed signal-vs-background classifier of {experiment}, fine-tuned on "
+            f"{tags.get('crossfed.labelled_events', '?')} labelled events ({params.get('finetune.mode', '?')} mode, "
+            f"{params.get('finetune.epochs', '?')} epochs, seed {params.get('seed', '?')}) from "
+            f"{tags.get('crossfed.source_model', '?')}.",
+            "Use: crossfed score URI FILE --schema SCHEMA, or mlflow.pyfunc.load_model(URI).predict({features, types, "
+            "mask}) gives each event's signal probability.",
+            f"Results on its held-out test split ({params.get('test_events', '?')} events): {results or 'not recorded'}."]
 
 
 def find_run(run_ref: str) -> mlflow.entities.Run:
@@ -257,12 +430,15 @@ def find_run(run_ref: str) -> mlflow.entities.Run:
 
 @contextlib.contextmanager
 def finetune_run(config: RunConfig, experiment: str, labelled_events: int, source, *,
-                 parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+                 datasets: dict[str, dict] | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one fine-tuning, opened before it trains: the config (finetune.lr, .epochs, .mode,
     seed), the labelled-event count, and the source model (`crossfed.model_source.ModelSource`) as tag
     `crossfed.source_model` and param `source_model` - a path, run id, runs:/ or models:/NAME/VERSION,
     or `none`; `crossfed.source_run` links the pre-training run when known. Log into it with
-    `log_finetune_epoch` and `log_finetune_result`. A failure ends it FAILED with the error as description."""
+    `log_finetune_epoch`, `log_finetune_result` and `log_classifier`. `datasets`: the labelled data's
+    records (`dataset_records`), logged as the run's inputs and fingerprint tags. A failure ends it FAILED with
+    the error as description."""
     from crossfed.errors import one_line_reason
 
     settings = config.finetune
@@ -275,8 +451,10 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
                 "crossfed.source_model": source.reference}
     if source.run_id:
         run_tags["crossfed.source_run"] = source.run_id
+    run_tags.update(fingerprint_tags(datasets or {}))
     with start_run(config, run_name(config, f"finetune-{experiment}-{labelled_events}"), mode="finetune",
                    parent_run_id=parent_run_id, nested_tags=run_tags | (tags or {}), description=description) as run:
+        log_datasets(datasets or {})
         params = {"experiment": experiment, "labelled_events": labelled_events, "source_model": source.reference}
         if source.file:
             params["source_file"] = source.file
@@ -286,6 +464,23 @@ def finetune_run(config: RunConfig, experiment: str, labelled_events: int, sourc
         except BaseException as err:
             mlflow.set_tag("mlflow.note.content", f"failed: {one_line_reason(err)}")
             raise
+
+
+def classifier_model_name(config: RunConfig, experiment: str) -> str:
+    """The registry name of the config's fine-tuned classifiers of `experiment`."""
+    return f"{registered_model_name(config)}-{experiment}-classifier"
+
+
+def log_classifier(config: RunConfig, experiment: str, state: dict[str, np.ndarray], labelled_events: int) -> str:
+    """The fine-tuned classifier as the active run's MLflow model `model`, registered as a version of
+    `classifier_model_name` with its model card; the version."""
+    from crossfed.serving import mlflow_model
+
+    info = mlflow_model.model_info("classifier", config, [experiment], labelled_events=labelled_events)
+    mlflow_model.log_model(state, info, "model")
+    version = register_model(mlflow.active_run().info.run_id, "model", classifier_model_name(config, experiment))
+    mlflow.set_tag("crossfed.model_version", version)
+    return version
 
 
 ROC_ARTIFACT = "roc.json"  # a fine-tuning run's ROC curve: {"fpr": [...], "tpr": [...]}

@@ -189,15 +189,57 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
         2 * shared_bytes, shared_bytes, 2 * shared_bytes]
     epsilons = [m.value for m in client.get_metric_history(result.run_id, "privacy/epsilon")]
     assert len(epsilons) == 3 and 0 < epsilons[0] < epsilons[1] < epsilons[2]
-    assert "model/state.npz" in [a.path for a in client.list_artifacts(result.run_id, "model")]
+    assert "model/artifacts/state.npz" in [a.path for a in client.list_artifacts(result.run_id, "model/artifacts")]
     # each experiment's model is named where it is, at its client's site (private adapters are not uploaded)
-    info = json.loads(Path(client.download_artifacts(result.run_id, "model/crossfed.json")).read_text())
-    assert info["experiments"] == result.client_models and info["model"]["preset"] == "tiny"
-    # registered under the config's name, tagged with how it was trained
+    info = json.loads(Path(client.download_artifacts(result.run_id, "model/artifacts/crossfed.json")).read_text())
+    assert info["site_models"] == result.client_models and info["model"]["preset"] == "tiny"
+    # registered under the config's name, tagged with how it was trained, described by its model card
     versions = client.search_model_versions(f"name='{config.name}'")
     assert [v.run_id for v in versions] == [result.run_id]
     assert versions[0].tags == {"method": "federated", "experiments": "cms,atlas", "strategy": "fedavg", "rounds": "3"}
-    assert result.run_id in versions[0].description
+    card = versions[0].description
+    assert result.run_id in card and "strategy fedavg, 3 rounds" in card
+    assert f"differentially private: ε = {epsilons[-1]:.3g}" in card and "Events processed in training: atlas " in card
+    assert f"cms.pretrain (fingerprint {run.data.tags['crossfed.data.cms.pretrain']}, " in card
+    assert "device-hours" in card and "device-hours not measured" not in card
+    # the data as the run's MLflow inputs, with the fingerprints the tags hold
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert {k: d.digest for k, d in inputs.items()} == {
+        f"{name}.pretrain": run.data.tags[f"crossfed.data.{name}.pretrain"] for name in SCHEMAS}
+    assert json.loads(inputs["cms.pretrain"].profile)["events_in_files"] > 0
+    check_the_models_load_with_mlflow(config, result, versions[0].version)
+
+
+def check_the_models_load_with_mlflow(config, result, version):
+    """The registered global model loads with mlflow.pyfunc from the store; it holds no private adapter, so
+    it refuses to embed cms's events and names cms's model at its site. That site model embeds them as the
+    in-process network with the same parameters does."""
+    import mlflow
+    import torch
+
+    from crossfed.data.reader import read_events
+    from crossfed.federation.result import load_state
+    from crossfed.model import build_model
+
+    events, _ = read_events(config.experiments["cms"].pretrain.files, "cms_nanoaod", max_events=40,
+                            max_objects=config.data.max_objects)
+    arrays = {"features": events.features, "types": events.types, "mask": events.mask}
+    mlflow.set_tracking_uri(config.tracking.uri)
+    global_model = mlflow.pyfunc.load_model(f"models:/{config.name}/{version}")
+    assert global_model.metadata.get_input_schema().input_names() == ["features", "types", "mask"]
+    with pytest.raises(Exception, match=f"no input adapter for cms.*{re.escape(result.client_models['cms'])}"):
+        global_model.predict(arrays, params={"experiment": "cms"})
+    embeddings = mlflow.pyfunc.load_model(result.client_models["cms"]).predict(arrays, params={"experiment": "cms"})
+
+    network = build_model(config.model, ["cms"], list(config.training.tasks))
+    network.load_state_dict({k: torch.as_tensor(v) for k, v in load_state(result.client_models["cms"]).items()})
+    network.eval()
+    with torch.no_grad():
+        features, types, mask = (torch.as_tensor(events.features), torch.as_tensor(events.types.astype(np.int64)),
+                                 torch.as_tensor(events.mask))
+        expected = network.pool(network.encode(features, types, mask, "cms"), mask).numpy()
+    assert embeddings.shape == (len(events), network.dim)
+    np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-6)
 
 
 class DriverDied(Exception):

@@ -199,7 +199,7 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
     for name in ("cms", "atlas"):
         (command,) = [line.strip() for line in stdout.splitlines() if f"finetune run.yaml -e {name} -c" in line]
         assert command.endswith(f" -c {run_id}"), command
-        assert str(runs / run_id / "clients" / name / "final_model.npz") in stdout
+        assert str(runs / run_id / "clients" / name / "final_model") in stdout
     assert f"-c runs:/{run_id}/model" in stdout and "-c models:/crossfed/1" in stdout
 
     # ...and fine-tuning from the run id, from the registered version and from scratch each logs a run that
@@ -225,7 +225,7 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
         # the run was opened before training, not after: it lasted as long as the training took
         assert finetuned.info.end_time - finetuned.info.start_time > 100  # ms
         if source != "none":
-            assert params["source_file"] == str(runs / run_id / "clients" / "atlas" / "final_model.npz")
+            assert params["source_file"] == str(runs / run_id / "clients" / "atlas" / "final_model")
 
 
 def test_resume_tells_a_running_owner_from_one_that_is_gone():

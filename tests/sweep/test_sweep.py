@@ -130,9 +130,11 @@ def test_interrupted_sweep_resumes_with_asha_and_mlflow(tmp_path, samples):
         assert run.info.status == ("FINISHED" if completed == 3 else "KILLED"), (completed, run.info.status)
         assert (run.data.tags.get("crossfed.sweep.stopped_early") == "true") == (completed < 3)
     assert rounds[0] < 3, f"ASHA stopped no trial early: rounds per trial {rounds}"
-    assert "crossfed.sweep.best_model_version" in client.get_run(parents[0].info.run_id).data.tags
+    best_version = client.get_run(parents[0].info.run_id).data.tags["crossfed.sweep.best_model_version"]
     versions = client.search_model_versions("name = 'sweep-base'")  # the base config's name
     assert len(versions) == 1, "only the best trial's model is registered"
+    assert str(client.get_model_version_by_alias("sweep-base", "champion").version) == best_version
+    assert "pre-trained on" in versions[0].description  # its model card
 
 
 def test_a_failed_trial_is_one_line_and_the_sweep_goes_on(tmp_path, samples):

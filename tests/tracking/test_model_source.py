@@ -1,8 +1,10 @@
 """`finetune -c`: every kind of reference resolves to the right experiment's model, against a real MLflow
-store holding a model folder as a pre-training run logs it (`rounds._log_final_model`, the real function);
+store holding an MLflow model as a pre-training run logs it (`rounds._log_final_model`, the real function),
+with the clients' model folders as they export them at their sites (`mlflow_model.export_model_folder`);
 wrong references and other presets are one-line user errors naming what is wrong."""
 
-from pathlib import Path
+import json
+import shutil
 
 import mlflow
 import numpy as np
@@ -16,6 +18,7 @@ from crossfed.errors import CrossfedError
 from crossfed.federation.result import save_state
 from crossfed.model import build_model
 from crossfed.model_source import check_model_settings, resolve_model_source
+from crossfed.serving import mlflow_model
 
 
 def config_for(preset="tiny"):
@@ -44,13 +47,15 @@ def pretrained(tmp_path, monkeypatch):
         file["Events"] = {"MET_pt": np.ones(3, dtype=np.float32)}
     config = config_for()
     states = {name: client_state(config, name, seed) for seed, name in enumerate(["cms", "atlas"])}
-    files = {}
-    for name, state in states.items():
-        files[name] = str(tmp_path / f"{name}.npz")
-        save_state(tmp_path / f"{name}.npz", state)
+    files = {name: mlflow_model.export_model_folder(str(tmp_path / f"{name}_model"), state,
+                                                     mlflow_model.model_info("foundation", config, [name]))
+             for name, state in states.items()}
     save_state(tmp_path / "global.npz", {k: v for k, v in states["cms"].items() if k.startswith("backbone.")})
     plan = plan_rounds(config, "federated", None)
-    with tracking.start_run(config, tracking.run_name(config, "federated"), mode="federated") as run:
+    records = tracking.dataset_records(config)  # as the clients' data checks make them, at their sites
+    with tracking.start_run(config, tracking.run_name(config, "federated"), mode="federated",
+                            nested_tags=tracking.fingerprint_tags(records)) as run:
+        tracking.log_datasets(records)
         _log_final_model(config, plan, run.info.run_id, {"global_state_path": str(tmp_path / "global.npz"),
                                                           "client_models": files}, register=True)
     mlflow.MlflowClient().set_registered_model_alias("source-test", "champion", "1")
@@ -77,16 +82,17 @@ def test_each_reference_gives_the_experiments_own_model(pretrained):
 
 
 def test_a_private_adapter_elsewhere_is_never_replaced_silently(pretrained):
-    """Client models stay at their sites (not in MLflow): where cms's file is not readable, its model is
+    """Client models stay at their sites (not in MLflow): where cms's folder is not readable, its model is
     refused with where it is and how to take the shared parameters only."""
     run_id, states, files = pretrained
-    assert not [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model") if a.is_dir]
-    Path(files["cms"]).unlink()
+    logged, _ = mlflow_model.read_model_folder(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+    assert logged and not mlflow_model.adapters_held(logged), "the global model holds no private adapter"
+    shutil.rmtree(files["cms"])
     for reference in (run_id, "models:/source-test/1"):
         with pytest.raises(CrossfedError, match=f"cms's model keeps its adapter private at its site \\({files['cms']}, "
-                                                f"not here\\): fine-tune there, or .* -c runs:/{run_id}/model/state.npz"):
+                                                f"not here\\): fine-tune there, or .* -c runs:/{run_id}/model/artifacts/state.npz"):
             resolve_model_source(reference, "cms")
-    shared = resolve_model_source(f"runs:/{run_id}/model/state.npz", "cms")
+    shared = resolve_model_source(f"runs:/{run_id}/model/artifacts/state.npz", "cms")
     assert sorted(shared.state) == sorted(k for k in states["cms"] if k.startswith("backbone."))
     assert resolve_model_source(run_id, "atlas").file == files["atlas"]
 
@@ -95,7 +101,30 @@ def test_the_registered_version_says_how_it_was_trained(pretrained):
     run_id, _, _ = pretrained
     version = mlflow.MlflowClient().get_model_version("source-test", "1")
     assert version.tags == {"method": "federated", "experiments": "cms,atlas", "strategy": "fedavg", "rounds": "2"}
-    assert "federated pre-training of cms,atlas" in version.description and run_id in version.description
+    card = version.description  # the model card
+    assert "pre-trained on cms,atlas: federated pre-training, strategy fedavg, 2 rounds" in card and run_id in card
+    fingerprints = mlflow.get_run(run_id).data.tags
+    assert f"cms.pretrain (fingerprint {fingerprints['crossfed.data.cms.pretrain']}, 3 events in its files)" in card
+    assert f"atlas.pretrain (fingerprint {fingerprints['crossfed.data.atlas.pretrain']})" in card  # no atlas tree
+    assert "no differential privacy" in card
+    assert "device-hours not measured" in card and "energy not measured" in card  # this run logged no footprint
+
+
+def test_the_runs_datasets_are_its_mlflow_inputs(pretrained, tmp_path):
+    """Each dataset is a run input (the UI's Datasets column): fingerprint as digest, the files as source,
+    schema, selection and event counts as profile; the events themselves are not uploaded."""
+    run_id, _, _ = pretrained
+    run = mlflow.get_run(run_id)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"cms.pretrain", "atlas.pretrain"}
+    cms = inputs["cms.pretrain"]
+    assert cms.dataset.digest == run.data.tags["crossfed.data.cms.pretrain"]
+    assert [t.value for t in cms.tags if t.key == "mlflow.data.context"] == ["pretrain"]
+    assert json.loads(cms.dataset.source) == {"uris": [(tmp_path / "events.root").as_uri()]}
+    assert json.loads(cms.dataset.profile) == {"data_schema": "cms_nanoaod", "selection": "none", "max_events": None,
+                                               "files": 1, "events_in_files": 3}
+    assert "features" in cms.dataset.schema and cms.dataset.source_type == "root_files"
+    assert not [a for a in mlflow.MlflowClient().list_artifacts(run_id) if a.path.endswith(".root")]
 
 
 def test_wrong_references_are_one_line_errors(pretrained, tmp_path):
@@ -106,6 +135,7 @@ def test_wrong_references_are_one_line_errors(pretrained, tmp_path):
         "models:/source-test": "expected models:/NAME/VERSION or models:/NAME@ALIAS",
         "runs:/nothing": "expected runs:/RUN_ID/PATH",
         f"runs:/{run_id}/config.yaml": "not a readable model state",
+        str(tmp_path): "no artifacts/crossfed.json in the model folder",
     }
     for reference, message in cases.items():
         with pytest.raises(CrossfedError, match=message) as raised:

@@ -9,6 +9,7 @@ import yaml
 from crossfed import tracking
 from crossfed.config import TrackingConfig, config_from_dict
 from crossfed.errors import CrossfedError
+from crossfed.serving import mlflow_model
 
 
 def write_root(path, values):
@@ -49,7 +50,7 @@ def test_run_records_config_versions_data_and_a_registered_model(workdir):
     with tracking.start_run(config, "pretrain-1", mode="federated", nested_tags=fingerprints) as parent:
         mlflow.log_metric("loss", 0.5)
         state = {"backbone.w": np.arange(6, dtype=np.float32).reshape(2, 3), "heads.b": np.ones(2, np.float32)}
-        assert tracking.log_state_dict(state, "model") == "model/state.npz"
+        mlflow_model.log_model(state, mlflow_model.model_info("foundation", config, ["cms"]), "model")
     with tracking.start_run(config, "child", mode="local", parent_run_id=parent.info.run_id,
                             nested_tags={"crossfed.experiment": "cms"}) as child:
         pass
@@ -83,12 +84,12 @@ def test_run_records_config_versions_data_and_a_registered_model(workdir):
     assert tracking.register_model(run.info.run_id, "model", "crossfed-foundation") == "2"
     version = mlflow.MlflowClient().get_model_version("crossfed-foundation", "2")
     assert version.run_id == run.info.run_id
-    folder = mlflow.artifacts.download_artifacts("models:/crossfed-foundation/2")
-    with np.load(f"{folder}/state.npz") as loaded:
-        np.testing.assert_array_equal(loaded["backbone.w"], state["backbone.w"])
-        np.testing.assert_array_equal(loaded["heads.b"], state["heads.b"])
+    loaded, info = mlflow_model.read_model_folder(mlflow.artifacts.download_artifacts("models:/crossfed-foundation/2"))
+    np.testing.assert_array_equal(loaded["backbone.w"], state["backbone.w"])
+    np.testing.assert_array_equal(loaded["heads.b"], state["heads.b"])
+    assert info["kind"] == "foundation" and info["experiments"] == ["cms"]
 
-    with pytest.raises(CrossfedError, match="no artifacts"):
+    with pytest.raises(CrossfedError, match="logged no model 'nothing-here'"):
         tracking.register_model(run.info.run_id, "nothing-here", "crossfed-foundation")
     with pytest.raises(CrossfedError, match="no MLflow run"):
         tracking.find_run("no-such-run")

@@ -1,5 +1,6 @@
 """Fine-tuning a tiny model on generated tt̄H vs tt̄, loading pre-trained states, and the CLI."""
 
+import os
 import subprocess
 import sys
 
@@ -134,3 +135,58 @@ def test_cli_prints_the_ladder_table_logs_a_run_per_rung_and_refuses_bad_input_f
     for run in runs:
         assert run.info.run_id in done.stdout and run.data.params["seed"] == "9"
         assert run.data.tags["crossfed.source_model"] == run.data.params["source_model"] == "none"
+        inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}  # the labelled data, as inputs
+        assert sorted(inputs) == ["cms.finetune.background", "cms.finetune.signal"]
+        assert inputs["cms.finetune.signal"].digest == run.data.tags["crossfed.data.cms.finetune.signal"]
+    check_the_registered_classifiers(store, runs, config, tmp_path, done.stdout)
+
+
+def check_the_registered_classifiers(store, runs, config, tmp_path, stdout):
+    """Each rung's classifier is a registered MLflow model with its model card; `crossfed score` scores a
+    ROOT file with it as the pyfunc model does on the same events; bad input is one line, exit 2."""
+    import mlflow
+
+    from crossfed.data.reader import read_events
+
+    name = "crossfed-cms-classifier"  # <the config's name>-<experiment>-classifier
+    versions = {v.run_id: v for v in store.search_model_versions(f"name = '{name}'")}
+    assert set(versions) == {r.info.run_id for r in runs}
+    for run in runs:
+        card = versions[run.info.run_id].description
+        assert f"classifier of cms, fine-tuned on {run.data.params['labelled_events']} labelled events" in card
+        assert f"AUC {run.data.metrics['auc']:.4g}" in card and "device-hours not measured" in card
+        assert f"cms.finetune.signal (fingerprint {run.data.tags['crossfed.data.cms.finetune.signal']}" in card
+    newest = max(versions.values(), key=lambda v: int(v.version)).version
+    assert f"crossfed score models:/{name}/{newest} FILE --schema cms_nanoaod" in stdout
+
+    signal_file = config.experiments["cms"].finetune.signal.files[0]
+    uri = f"models:/{name}/{newest}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+    def score(*args):
+        return subprocess.run([sys.executable, "-m", "crossfed", "score", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = score(uri, signal_file, "--schema", "cms_nanoaod", "--out", "scores.parquet")
+    assert done.returncode == 0, done.stderr
+    import pyarrow.parquet as pq
+
+    scored = pq.read_table(tmp_path / "scores.parquet")["score"].to_numpy()
+    events, _ = read_events([signal_file], "cms_nanoaod", max_objects=config.data.max_objects)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    loaded = mlflow.pyfunc.load_model(uri)
+    expected = loaded.predict({"features": events.features, "types": events.types, "mask": events.mask})
+    assert scored.shape == (len(events),) and np.all((scored >= 0) & (scored <= 1))
+    np.testing.assert_allclose(scored, expected, rtol=1e-5, atol=1e-6)
+
+    bad_input = {
+        (uri, "missing.root", "--schema", "cms_nanoaod", "--out", "s.npz"): "missing.root",
+        (uri, signal_file, "--schema", "cms_nanoaod", "--out", "s.csv"): "--out s.csv: expected a file ending in",
+        (uri, signal_file, "--schema", "no_such_schema", "--out", "s.npz"): "no_such_schema",
+        (f"models:/{name}/99", signal_file, "--schema", "cms_nanoaod", "--out", "s.npz"): f"models:/{name}/99",
+    }
+    for args, message in bad_input.items():
+        bad = score(*args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "s.csv").exists()

@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["config", "data", "generate", "model", "train", "federate", "demo", "sweep", "submit"]
+COMMAND_MODULES = ["config", "data", "generate", "model", "train", "score", "federate", "demo", "sweep", "submit"]
 
 
 def _version(value: bool) -> None:

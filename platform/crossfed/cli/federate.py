@@ -111,6 +111,7 @@ def _print_models(console, cfg, config: Path, mode: str, experiment: str | None,
     console.print("  (the same models: " + ", ".join(sources) + "; at this site also -c "
                   + ", ".join(result.client_models[c] for c in result.client_models) + ")", markup=False)
     console.print(f"global model (the shared parameters only): {result.global_state_path}", markup=False)
+    console.print("each is an MLflow model: mlflow.pyfunc.load_model(URI) embeds events (docs/models.md)", markup=False)
 
 
 def _summary(console, result) -> None:

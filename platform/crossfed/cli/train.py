@@ -28,7 +28,9 @@ def finetune_command(
 ) -> None:
     """Fine-tune the experiment's signal-vs-background classifier (its finetune section) on growing numbers of
     labelled events; print test-split AUC, 1/ε_B at ε_S = 0.3 and 0.5, accuracy. Each rung is an MLflow run
-    (parameters, per-epoch loss, test metrics, the ROC as roc.json, the source model as tag and param)."""
+    (parameters, per-epoch loss, test metrics, the ROC as roc.json, the source model as tag and param, the
+    labelled datasets as inputs) holding the classifier as an MLflow model, registered as a version of
+    <registered model>-<experiment>-classifier: score events with `crossfed score`."""
     import mlflow
     from rich.console import Console
     from rich.table import Table
@@ -55,24 +57,32 @@ def finetune_command(
     source = resolve_model_source(cfg.finetune.checkpoint if checkpoint is None else checkpoint, experiment)
     check_model_settings(source, cfg)
     data = load_labelled_events(cfg, experiment)  # read once for every rung
+    datasets = {key: record for key, record in tracking.dataset_records(cfg, [experiment]).items() if ".finetune." in key}
 
     console = Console()
     start = "from scratch" if source.from_scratch else f"from {source.reference}"
     table = Table(title=f"fine-tuning {experiment} ({cfg.finetune.mode}, {start})")
     for column in ("labelled events", "AUC", "1/ε_B @ ε_S=0.3", "1/ε_B @ ε_S=0.5", "accuracy"):
         table.add_column(column, justify="right")
-    run_ids = {}
+    run_ids, versions = {}, {}
     with console.status("fine-tuning") as status:
         for count in ladder:
             status.update(f"fine-tuning on {count} labelled events")
-            with tracking.finetune_run(cfg, experiment, count, source) as run:
-                m = finetune(cfg, experiment, count, source.state, data=data, on_epoch=tracking.log_finetune_epoch)
+            with tracking.finetune_run(cfg, experiment, count, source, datasets=datasets) as run:
+                m = finetune(cfg, experiment, count, source.state, data=data, on_epoch=tracking.log_finetune_epoch,
+                             keep_model=True)
                 tracking.log_finetune_result(m)
+                versions[count] = tracking.log_classifier(cfg, experiment, m.model_state, count)
             run_ids[count] = run.info.run_id
             table.add_row(str(count), f"{m['auc']:.4f}", f"{m['rejection_at_0.3']:.1f}",
                           f"{m['rejection_at_0.5']:.1f}", f"{m['accuracy']:.4f}")
     console.print(table)
+    name = tracking.classifier_model_name(cfg, experiment)
     for count, run_id in run_ids.items():
-        console.print(f"MLflow run of {count} labelled events: {run_id}", highlight=False)
+        console.print(f"MLflow run of {count} labelled events: {run_id}, classifier models:/{name}/{versions[count]}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"score events with it: crossfed score models:/{name}/{versions[ladder[-1]]} FILE "
+                  f"--schema {cfg.experiments[experiment].data_schema} --out scores.parquet", markup=False,
+                  highlight=False, soft_wrap=True)
     console.print(f"browse them: mlflow ui --backend-store-uri {tracking.tracking_uri(cfg.tracking)}",
                   markup=False, highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ Layout of a run, `<storage>/<run id>/` (`crossfed.storage`: a local folder or an
   clients/<name>/round_<j>/MANIFEST     a client's checkpoint: every rank's files with sizes and SHA-256,
                                         written by the client after its ranks have put their files
   clients/<name>/round_<j>/client/...   DeepSpeed's files and each rank's trainer state, each put by its rank
-  clients/<name>/final_model.npz        the client's full model at the end, written at its site
+  clients/<name>/final_model/           the client's full model at the end (MLflow model folder), at its site
   global_final.npz                      the final global shared state
 
 The commit of round k (`FederationDriver.commit`): every idle client writes its checkpoint (its ranks first,

@@ -219,13 +219,13 @@ class FederationClient:
 
     def export_model(self) -> str:
         """Write this client's full model - the global shared parameters it holds after the last round, its
-        private ones and the adapter normalisers - into its folder of the run storage, from its own node:
-        what fine-tuning at its site starts from. Its location."""
-        from crossfed.federation.result import save_state
+        private ones and the adapter normalisers - as an MLflow model folder (`crossfed.serving.mlflow_model`)
+        into its folder of the run storage, from its own node: what fine-tuning at its site starts from, and
+        what `mlflow.pyfunc.load_model` loads there to embed its events. Its location."""
+        from crossfed.serving import mlflow_model
 
-        location = self.store.url("final_model.npz")
-        save_state(location, self._call_ranks("model_state")[0])
-        return location
+        info = mlflow_model.model_info("foundation", self.config, self.experiments)
+        return mlflow_model.export_model_folder(self.store.url("final_model"), self._call_ranks("model_state")[0], info)
 
     def restore(self, round_number: int | None, global_state: dict[str, np.ndarray] | None) -> None:
         """Load this client's checkpoint of round `round_number` (None: it has none yet), then the global

@@ -21,7 +21,7 @@ class FederationResult:
     run_dir: str  # the run's folder in the run storage: a local path or a URI (s3://…)
     global_state_path: str
     history: list[dict] = field(default_factory=list)  # one record of scalar metrics per completed round
-    # client name -> its full final model (.npz: shared + private parameters + buffers), written at the client's site
+    # client name -> its full final model (an MLflow model folder: shared + private parameters + buffers), at its site
     client_models: dict[str, str] = field(default_factory=dict)
 
 
@@ -33,5 +33,10 @@ def save_state(location: str | Path, state: dict[str, np.ndarray]) -> FileEntry:
 
 
 def load_state(location: str | Path) -> dict[str, np.ndarray]:
-    """A state dict from an .npz file at a local path or a storage URI."""
+    """A state dict from an .npz file, or from a model folder (a client's exported model,
+    `crossfed.serving.mlflow_model`), at a local path or a storage URI."""
+    if not str(location).endswith(".npz"):
+        from crossfed.serving.mlflow_model import read_model_folder
+
+        return read_model_folder(location)[0]
     return state_from_npz(read_file(str(location)))

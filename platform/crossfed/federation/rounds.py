@@ -117,10 +117,11 @@ RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_t
 
 
 @contextlib.contextmanager
-def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags: dict[str, str],
+def tracking_run(config: RunConfig, mode: str, resume_id: str | None, datasets: dict[str, dict],
                  parent_run_id: str | None, run_name: str | None):
     """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params and
-    tags are already there. `data_tags`: the data fingerprints, computed at each client's site.
+    tags are already there. `datasets`: the data's records (`tracking.dataset_records`), made at each
+    client's site: logged as the run's inputs and as fingerprint tags.
 
     A run to resume that MLflow still shows RUNNING is taken over when the process that ran it is gone,
     and refused while it runs. Either way the run is marked as this process's.
@@ -129,11 +130,13 @@ def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags:
 
     from crossfed import tracking
 
+    data_tags = tracking.fingerprint_tags(datasets)
     if resume_id is None:
         with tracking.start_run(config, run_name or tracking.run_name(config, mode), mode=mode,
                                 parent_run_id=parent_run_id, nested_tags=data_tags,
                                 description=describe_pretraining(config, mode)) as run:
             mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
+            tracking.log_datasets(datasets)
             yield run
         return
     mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking))
@@ -147,6 +150,7 @@ def tracking_run(config: RunConfig, mode: str, resume_id: str | None, data_tags:
                     owner.get("pid", "?"), owner.get("host", "?"))
     with mlflow.start_run(run_id=resume_id) as run:
         mlflow.set_tags({PROCESS_TAG: json.dumps(this_process()), **data_tags})
+        tracking.log_datasets(datasets)  # MLflow keeps one input per dataset and context
         yield run
 
 
@@ -236,8 +240,8 @@ def run_federation(
         # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
             _check_node_groups(plan)  # the driver checks again, with what is free then
-        fingerprints = check_data_at_its_site(config, plan)
-        return _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id,
+        datasets = check_data_at_its_site(config, plan)
+        return _run_tracked(config, plan, mode, resume_id, datasets, on_round, placement_group, parent_run_id,
                             run_name, register_model)
 
 
@@ -259,11 +263,11 @@ def interrupted_by_sigterm():
         signal.signal(signal.SIGTERM, before)
 
 
-def _run_tracked(config, plan, mode, resume_id, fingerprints, on_round, placement_group, parent_run_id, run_name,
+def _run_tracked(config, plan, mode, resume_id, datasets, on_round, placement_group, parent_run_id, run_name,
                  register_model) -> FederationResult:
     import mlflow
 
-    with tracking_run(config, mode, resume_id, fingerprints, parent_run_id, run_name) as run:
+    with tracking_run(config, mode, resume_id, datasets, parent_run_id, run_name) as run:
         run_id = run.info.run_id
         progress = {"round": None}  # the last round known to be committed, for the interruption message
         try:
@@ -326,7 +330,7 @@ def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]
     """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
     one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
     file is found before any run or folder is made. All problems, one line each; exit code 2. Returns the
-    data's fingerprints, computed there too (the tags `crossfed.data.<experiment>.<dataset>`): the process
+    data's records (`tracking.dataset_records`: fingerprints, event counts), made there too: the process
     that starts the run never opens the data.
 
     Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
@@ -349,19 +353,19 @@ def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]
     if problems:
         raise CrossfedError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} problems with the data\n  " + "\n  ".join(problems))
-    return {tag: value for _, tags in found for tag, value in tags.items()}
+    return {key: record for _, records in found for key, record in records.items()}
 
 
 class DataChecker:
-    """Ray actor (see `check_data_at_its_site`): one client's data checks and fingerprints, on its node group."""
+    """Ray actor (see `check_data_at_its_site`): one client's data checks and records, on its node group."""
 
-    def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, str]]:
-        """The problems with these experiments' data; when there are none, its fingerprints."""
+    def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, dict]]:
+        """The problems with these experiments' data; when there are none, its records."""
         from crossfed.data.checks import check_experiment
-        from crossfed.tracking import dataset_fingerprints
+        from crossfed.tracking import dataset_records
 
         problems = [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
-        return problems, {} if problems else dataset_fingerprints(config, experiments)
+        return problems, {} if problems else dataset_records(config, experiments)
 
 
 def _get(ref):
@@ -460,25 +464,24 @@ def _log_unlogged_rounds(run_id: str, history: list[dict]) -> None:
 
 
 FINAL_MODEL_ARTIFACT = "model"
-MODEL_INFO = "crossfed.json"  # in the model folder: the model's settings and where each experiment's model is
 
 
 def _log_final_model(config: RunConfig, plan: RoundPlan, run_id: str, final: dict, register: bool) -> None:
-    """The run's `model/` folder: the global shared state (`state.npz`) and `crossfed.json` holding the
-    model settings and, per experiment, its client's full model file at the client's site (not uploaded:
-    private parameters stay with their client); registered as a version when `register`."""
+    """The run's MLflow model `model` (`crossfed.serving.mlflow_model`): the global state - the shared
+    parameters only; private adapters stay at their sites - and, in its `crossfed.json`, each experiment's
+    own model folder at its client's site (`site_models`, not uploaded). Registered as a version, with its
+    model card, when `register`."""
     import mlflow
 
     from crossfed import tracking
+    from crossfed.serving import mlflow_model
 
-    tracking.log_state_dict(load_state(final["global_state_path"]), FINAL_MODEL_ARTIFACT)
+    experiments = [e for spec in plan.clients for e in spec.experiments]
     at_sites = {name: final["client_models"][spec.name] for spec in plan.clients for name in spec.experiments
                 if spec.name in final["client_models"]}
-    info = {"model": config.model.model_dump(mode="json"), "common_adapter": config.federation.common_adapter,
-            "experiments": at_sites}
-    mlflow.log_dict(info, f"{FINAL_MODEL_ARTIFACT}/{MODEL_INFO}")
-    mlflow.set_tags({"crossfed.experiments": ",".join(e for spec in plan.clients for e in spec.experiments),
-                     "crossfed.rounds": str(len(plan.steps_per_round))})
+    info = mlflow_model.model_info("foundation", config, experiments, site_models=at_sites)
+    mlflow.set_tags({"crossfed.experiments": ",".join(experiments), "crossfed.rounds": str(len(plan.steps_per_round))})
+    mlflow_model.log_model(load_state(final["global_state_path"]), info, FINAL_MODEL_ARTIFACT)
     if register:
         version = tracking.register_model(run_id, FINAL_MODEL_ARTIFACT, tracking.registered_model_name(config))
         mlflow.set_tag("crossfed.model_version", version)

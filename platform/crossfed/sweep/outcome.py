@@ -108,7 +108,8 @@ def _trial_id_from_path(path: str | None) -> str:
 
 
 def _log_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best: dict, best_path: Path) -> None:
-    """On the sweep's parent run: the best value and config; the best trial's model is registered."""
+    """On the sweep's parent run: the best value and config; the best trial's model is registered, with the
+    alias `champion` (`models:/NAME@champion` is the best sweep's newest)."""
     import mlflow
 
     from crossfed import tracking
@@ -132,7 +133,7 @@ def _log_outcome(sweep: Sweep, parent_run_id: str, rows: list[dict], best: dict,
     trial_run = runs.get(best["trial"])
     if trial_run is not None:
         version = tracking.register_model(trial_run.info.run_id, FINAL_MODEL_ARTIFACT,
-                                          tracking.registered_model_name(sweep.base))
+                                          tracking.registered_model_name(sweep.base), alias="champion")
         client.set_tag(parent_run_id, "crossfed.sweep.best_model_version", version)
 
 

@@ -31,8 +31,9 @@ from crossfed.train.trainer import resolve_device
 class FinetuneMetrics(dict):
     """Scalar metrics (auc, rejection_at_0.3, rejection_at_0.5, accuracy, ...) with the ROC curve as
     `.fpr` / `.tpr` arrays and the test events' `.scores` and `.labels`, kept out of the dict so the dict
-    can be logged as it is."""
+    can be logged as it is; with `keep_model`, the trained classifier's full state as `.model_state`."""
 
+    model_state: dict[str, np.ndarray] | None = None
     fpr: np.ndarray
     tpr: np.ndarray
     scores: np.ndarray
@@ -186,7 +187,8 @@ def _classifier_model(config: RunConfig, experiment: str, pretrained_state, even
 def finetune(config: RunConfig, experiment: str, labelled_events: int,
              pretrained_state: str | Path | dict | None = None, *, data: EventBatch | None = None,
              seed: int | None = None, features: np.ndarray | None = None,
-             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneMetrics:
+             on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+             keep_model: bool = False) -> FinetuneMetrics:
     """Train a classifier on `labelled_events` balanced events and score it on the held-out test split.
 
     `pretrained_state`: a state dict (or .pt/.npz file) holding `backbone.*` and `adapters.<experiment>.*`;
@@ -195,7 +197,8 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     batches. `features`: in frozen mode, `encode_events` of `data` with this state (computed if not given).
     The best epoch on the validation split is kept. Returns test-set metrics, the ROC curve and the scores.
     `on_epoch(epoch, {"train_loss", "val_loss"})` is called after each epoch (1-based; train_loss: the
-    epoch's mean batch loss), for logging.
+    epoch's mean batch loss), for logging. `keep_model`: also return the classifier's state (encoder and
+    head, as `crossfed.serving.mlflow_model` logs it) as `.model_state`.
     """
     settings = config.finetune
     seed = config.seed if seed is None else seed
@@ -248,7 +251,21 @@ def finetune(config: RunConfig, experiment: str, labelled_events: int,
     result.fpr, result.tpr, _ = roc_curve(labels, scores)
     result.scores, result.labels = scores, labels
     result.update(labelled_events=labelled_events, test_events=len(test), validation_loss=best_loss, steps=steps)
+    if keep_model:
+        result.model_state = _classifier_state(config, experiment, pretrained_state, module)
     return result
+
+
+def _classifier_state(config: RunConfig, experiment: str, pretrained_state, module) -> dict[str, np.ndarray]:
+    """The whole classifier's parameters: the trained model's, or in frozen mode the encoder it scored with
+    (rebuilt as `encode_events` built it) and the trained head as `classifier.*`."""
+    if config.finetune.mode != "frozen":
+        return {name: value.detach().cpu().numpy() for name, value in module.state_dict().items()}
+    torch.manual_seed(config.seed)
+    encoder = _encoder(config, experiment, pretrained_state, "cpu")
+    state = {name: value.numpy() for name, value in encoder.state_dict().items()}
+    state.update({f"classifier.{name}": value.detach().cpu().numpy() for name, value in module.state_dict().items()})
+    return state
 
 
 @torch.no_grad()
