@@ -64,7 +64,7 @@ def study_run(samples, tmp_path_factory):
     done = crossfed("study", root / "reduced.yaml", "--workdir", root / "work", "--tracking-uri", uri, cwd=root)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     (results,) = (root / "work" / "reports").glob("*/results.json")
-    return dict(root=root, uri=uri, stdout=done.stdout, results=json.loads(results.read_text()),
+    return dict(root=root, uri=uri, stdout=done.stdout, stderr=done.stderr, results=json.loads(results.read_text()),
                 folder=results.parent, study=load_study(root / "reduced.yaml"))
 
 
@@ -168,6 +168,18 @@ def test_the_study_prints_tables_verdicts_and_says_it_is_indicative(study_run):
         assert f"{task}, symmetric (" in out and f"{task}, data_poor (" in out
         assert len([c for c in study_run["results"]["cells"] if c["task"] == task]) == 2 * (2 * 2 * 4 + 2 * 2)
         assert len([d for d in differences if d["task"] == task]) == len(differences) // 2
+
+
+def test_the_console_holds_crossfeds_lines_and_the_libraries_lines_go_to_the_log_file(study_run):
+    """What `crossfed demo` prints (the same command code): no MLflow, alembic or Ray logger line, no Ray
+    worker output; they are in the log file under the workdir."""
+    library_lines = [line for line in (study_run["stdout"] + study_run["stderr"]).splitlines()
+                     if any(mark in line for mark in ("INFO mlflow", "alembic", "WARNING ray", "Token authentication",
+                                                       " pid=", "DeepSpeed", "[codecarbon"))]
+    assert not library_lines, library_lines[:5]
+    (log_file,) = (study_run["root"] / "work" / "logs").glob("study-*.log")
+    logged = log_file.read_text()
+    assert "Creating initial MLflow database tables" in logged and " pid=" in logged  # MLflow's, Ray workers'
 
 
 def test_the_study_states_what_difference_it_resolves(study_run):
