@@ -4,7 +4,7 @@
 
     generate  pythia8mc, fastjet    event generation (`crossfed generate`)
     s3        s3fs                  s3:// paths for data, generated files and run storage
-    gpu       nvidia-ml-py          GPU energy in the resource footprint
+    energy    codecarbon            energy from hardware counters (NVML, RAPL) in the resource footprint
     optuna    optuna                sweeps with `algorithm: optuna`
 
 Each function returns the module or raises a `CrossfedError` (one line, exit 2) naming the extra to install.
@@ -46,13 +46,13 @@ def optuna() -> ModuleType:
     return optuna
 
 
-def pynvml() -> ModuleType:
-    """NVML (package nvidia-ml-py); callers that only meter treat the error as 'no GPU energy'."""
+def codecarbon() -> ModuleType:
+    """CodeCarbon, the energy meter; callers that only meter treat the error as 'energy not measured'."""
     try:
-        import pynvml
+        import codecarbon
     except ImportError as err:
-        raise _missing("pynvml", "gpu", "GPU energy metering", err) from None
-    return pynvml
+        raise _missing("codecarbon", "energy", "measuring energy", err) from None
+    return codecarbon
 
 
 def url_driver(url: str) -> None:

@@ -47,14 +47,21 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
     """Use an initialised Ray, else join `address` or RAY_ADDRESS, else start an embedded local Ray.
 
     `options` go to `ray.init`; Ray's own log lines are kept to warnings unless `logging_level` says
-    otherwise. Options that only a new Ray accepts are dropped when joining a cluster.
+    otherwise. Options that only a new Ray accepts are dropped when joining a cluster. Under a CLI command
+    (`crossfed.logs`) Ray's lines and its workers' output go to the command's log file, not the console,
+    unless --verbose; crossfed's warnings from workers are restated on the console.
     """
     import ray
+
+    from crossfed import logs
 
     if ray.is_initialized():
         yield
         return
     options.setdefault("logging_level", logging.WARNING)
+    for key, value in logs.ray_options().items():  # under the CLI: workers mark crossfed's warnings
+        options.setdefault(key, value)
+    logs.adopt_library_loggers()  # Ray's own warnings (token authentication, ...) to the log file
     address = address or os.environ.get("RAY_ADDRESS")
     watchdog = None
     if address:
@@ -66,6 +73,8 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
     else:
         ray.init(address="local", **options)
         watchdog = start_watchdog(ray._private.worker._global_node.get_session_dir_path())
+    if logs.is_set_up() and options.get("log_to_driver", True):
+        logs.route_worker_output()
     try:
         yield
     finally:

@@ -172,6 +172,16 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2, 3], key
     # one value per run is a parameter, not a one-step series; every metric is a per-round series
     assert float(run.data.params["client.cms.device_hours"]) > 0 and float(run.data.params["client.atlas.wall_s"]) > 0
+    # a client's footprint is its two ranks' own measurements summed: more device-hours than one rank's
+    cpus = config.experiments["cms"].cluster.cpus_per_worker
+    for hours, wall in zip(client.get_metric_history(result.run_id, "client/cms/round_device_hours"),
+                           client.get_metric_history(result.run_id, "client/cms/round_wall_s"), strict=True):
+        assert wall.value * cpus / 3600 < hours.value <= 2 * wall.value * cpus / 3600, (hours, wall)
+    # energy where no hardware counter measured it (no readable RAPL, no GPU): nothing logged, never a 0
+    from crossfed.federation.footprint import RankMeter
+
+    if RankMeter(1.0, 0.0, []).tracker is None:
+        assert not [key for key in [*metrics, *run.data.params] if "energy" in key]
     for key in metrics:
         assert {m.step for m in client.get_metric_history(result.run_id, key)} <= {1, 2, 3}, key
     # the round time is the whole round: at least its slowest client's training plus the aggregation

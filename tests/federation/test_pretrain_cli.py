@@ -201,6 +201,14 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
         assert command.endswith(f" -c {run_id}"), command
         assert str(runs / run_id / "clients" / name / "final_model") in stdout
     assert f"-c runs:/{run_id}/model" in stdout and "-c models:/crossfed/1" in stdout
+    # ...and each client's footprint: its device-hours, and energy only where a hardware counter measured it
+    from crossfed.federation.footprint import RankMeter
+
+    measured = {"gpu_energy_j", "cpu_energy_j"} & set(RankMeter(1.0, 0.0, []).start().stop())
+    for name in ("cms", "atlas"):
+        (line,) = [line for line in stdout.splitlines() if line.startswith(f"{name}: ") and "device-hours" in line]
+        assert float(line.split()[1]) > 0, line
+        assert line.endswith("energy not measured") == (not measured), line
 
     # ...and fine-tuning from the run id, from the registered version and from scratch each logs a run that
     # names its source model

@@ -12,7 +12,7 @@ from crossfed.errors import CrossfedError
     (extras.pythia8mc, "pythia8mc", "generate"),
     (extras.fastjet, "fastjet", "generate"),
     (extras.optuna, "optuna", "optuna"),
-    (extras.pynvml, "pynvml", "gpu"),
+    (extras.codecarbon, "codecarbon", "energy"),
 ])
 def test_a_missing_optional_module_names_its_extra(monkeypatch, load, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError

@@ -64,7 +64,7 @@ def study_run(samples, tmp_path_factory):
     done = crossfed("study", root / "reduced.yaml", "--workdir", root / "work", "--tracking-uri", uri, cwd=root)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     (results,) = (root / "work" / "reports").glob("*/results.json")
-    return dict(root=root, uri=uri, stdout=done.stdout, results=json.loads(results.read_text()),
+    return dict(root=root, uri=uri, stdout=done.stdout, stderr=done.stderr, results=json.loads(results.read_text()),
                 folder=results.parent, study=load_study(root / "reduced.yaml"))
 
 
@@ -193,6 +193,16 @@ def test_the_study_ends_with_models_that_finetune_accepts(study_run, monkeypatch
         source = resolve_model_source(uri, experiment)
         assert source.state and source.run_id == uri.split("/")[1], key
         assert mlflow.MlflowClient().get_run(source.run_id).data.tags["crossfed.setup"] == key
+def test_the_console_holds_crossfeds_lines_and_the_libraries_lines_go_to_the_log_file(study_run):
+    """What `crossfed demo` prints (the same command code): no MLflow, alembic or Ray logger line, no Ray
+    worker output; they are in the log file under the workdir."""
+    library_lines = [line for line in (study_run["stdout"] + study_run["stderr"]).splitlines()
+                     if any(mark in line for mark in ("INFO mlflow", "alembic", "WARNING ray", "Token authentication",
+                                                       " pid=", "DeepSpeed", "[codecarbon"))]
+    assert not library_lines, library_lines[:5]
+    (log_file,) = (study_run["root"] / "work" / "logs").glob("study-*.log")
+    logged = log_file.read_text()
+    assert "Creating initial MLflow database tables" in logged and " pid=" in logged  # MLflow's, Ray workers'
 
 
 def test_the_study_states_what_difference_it_resolves(study_run):

@@ -1,37 +1,45 @@
-"""Resource meter: device-hours from wall time, energy only from hardware counters."""
+"""Resource footprint: each rank meters its own devices, its client sums them; energy only from counters."""
 
 import time
 
 import pytest
 
-from crossfed.federation import footprint
-from crossfed.federation.footprint import ResourceMeter
+from crossfed.federation.client import FederationClient
+from crossfed.federation.footprint import ENERGY_KEYS, NOT_MEASURED, RankMeter, energy_text, sum_ranks
 
 
-def test_device_hours_are_wall_time_times_devices():
-    with ResourceMeter(devices=4) as meter:
-        time.sleep(0.05)
-    assert meter.wall_s >= 0.05
-    assert meter.device_hours == pytest.approx(meter.wall_s * 4 / 3600)
-    metrics = meter.as_metrics()
-    assert metrics["wall_s"] == meter.wall_s and metrics["device_hours"] == meter.device_hours
-    assert all(value is not None for value in metrics.values())
-    # energy is reported exactly when a counter was readable, never guessed
-    rapl_readable = footprint.read_rapl_uj(footprint.rapl_packages()) is not None
-    assert ("cpu_energy_j" in metrics) == rapl_readable == (meter.cpu_energy_j is not None)
+def test_a_rank_counts_device_hours_of_the_devices_ray_gave_it():
+    meter = RankMeter(cpus=4, gpus=0, gpu_ids=[]).start()
+    time.sleep(0.05)
+    window = meter.stop()
+    assert window["wall_s"] >= 0.05
+    assert window["device_hours"] == pytest.approx(window["wall_s"] * 4 / 3600)
+    # energy only from a counter: on a machine without readable RAPL (and no GPU here) it is absent, not 0
+    if meter.tracker is None:
+        assert not set(ENERGY_KEYS) & set(window)
+    assert all(value > 0 for value in window.values())
 
 
-def test_rapl_counters_are_read_per_package_and_unwrapped(tmp_path):
-    # a sysfs-shaped tree: two packages, one sub-zone (already counted in its package), one counter wrapping
-    for zone, energy, top in [("intel-rapl:0", 1_000_000, 10_000_000), ("intel-rapl:1", 9_500_000, 10_000_000),
-                              ("intel-rapl:0:0", 123, 10_000_000)]:
-        (tmp_path / zone).mkdir()
-        (tmp_path / zone / "energy_uj").write_text(f"{energy}\n")
-        (tmp_path / zone / "max_energy_range_uj").write_text(f"{top}\n")
-    zones = footprint.rapl_packages(tmp_path)
-    assert [z.name for z in zones] == ["intel-rapl:0", "intel-rapl:1"]
-    start = footprint.read_rapl_uj(zones)
-    (tmp_path / "intel-rapl:0" / "energy_uj").write_text("3000000\n")  # +2 J
-    (tmp_path / "intel-rapl:1" / "energy_uj").write_text("500000\n")  # wrapped: +1 J
-    assert footprint.rapl_joules(zones, start, footprint.read_rapl_uj(zones)) == pytest.approx(3.0)
-    assert footprint.read_rapl_uj([]) is None
+def test_a_client_sums_its_ranks_and_keeps_an_energy_only_if_every_rank_measured_it():
+    ranks = [{"wall_s": 2.0, "device_hours": 2.0 / 3600, "cpu_energy_j": 30.0, "gpu_energy_j": 100.0},
+             {"wall_s": 1.9, "device_hours": 1.9 / 3600, "cpu_energy_j": 20.0}]
+    assert sum_ranks(ranks) == {"device_hours": pytest.approx(3.9 / 3600), "cpu_energy_j": 50.0}
+    assert sum_ranks([{"wall_s": 1.0, "device_hours": 1 / 3600}]) == {"device_hours": 1 / 3600}
+
+
+def test_a_client_total_has_an_energy_only_if_every_call_measured_it(tmp_path):
+    from crossfed.config import ClusterConfig
+
+    client = FederationClient(None, "cms", ["cms"], ClusterConfig(), str(tmp_path), total_steps=1)
+    both = [{"device_hours": 1e-3, "cpu_energy_j": 5.0}, {"device_hours": 2e-3, "cpu_energy_j": 7.0}]
+    call = client._add_footprint(both, wall_s=3.6)
+    assert call == {"wall_s": 3.6, "device_hours": pytest.approx(3e-3), "cpu_energy_j": 12.0}
+    assert client.footprint() == call
+    client._add_footprint([{"device_hours": 1e-3}, {"device_hours": 1e-3}], wall_s=1.0)  # a call not measured
+    assert client.footprint() == {"wall_s": 4.6, "device_hours": pytest.approx(5e-3)}
+
+
+def test_energy_is_written_for_people_or_said_to_be_not_measured():
+    assert energy_text({"device_hours": 1.0}) == NOT_MEASURED == "not measured"
+    assert energy_text({"gpu_energy_j": 10_000.0, "cpu_energy_j": 2_300.0}) == "12.3 kJ (GPU 10 kJ, CPU 2.3 kJ)"
+    assert energy_text({"cpu_energy_j": 4.2e6}) == "4.2 MJ (CPU 4.2 MJ)"

@@ -36,10 +36,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Also print the libraries' log lines (MLflow, Ray and its workers, DeepSpeed, warnings), which "
+             "always go to the log file: WORKDIR/logs/ for study and demo, else .crossfed/logs/ here."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """crossfed: federated foundation models for HEP experiments."""
+    from crossfed import logs
+
+    logs.setup(ctx.invoked_subcommand or "crossfed", verbose)
 
 
 for _name in COMMAND_MODULES:

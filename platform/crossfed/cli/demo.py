@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-WORKDIR_HELP = "Generated samples (reused on rerun), tensor cache, checkpoints, tables and plots."
+WORKDIR_HELP = "Generated samples (reused on rerun), tensor cache, checkpoints, tables, plots and logs/ (the log file)."
 URI_HELP = "MLflow tracking URI (default: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
 
 
@@ -74,6 +74,9 @@ def _run(study_config, workdir: Path, tracking_uri: str | None, check: bool) -> 
     from crossfed.study.runner import _plan_summary, run_study
     from crossfed.tracking import tracking_uri as tracking_uri_rule
 
+    from crossfed import logs
+
+    logs.move_to(workdir / "logs")
     console = _console()
     if check:
         console.print(_plan_summary(study_config, plan.setups(study_config)))

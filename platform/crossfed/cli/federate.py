@@ -99,6 +99,7 @@ def _print_models(console, cfg, config: Path, mode: str, experiment: str | None,
     from crossfed.tracking import registered_model_name, tracking_uri
 
     run = mlflow.MlflowClient(tracking_uri(cfg.tracking)).get_run(result.run_id)
+    _print_footprint(console, run.data.params)
     version = run.data.tags.get("crossfed.model_version")
     registered = f"models:/{registered_model_name(cfg)}/{version}" if version else None
     console.print(f"MLflow run [bold]{result.run_id}[/]; fine-tune from its models with:")
@@ -112,6 +113,21 @@ def _print_models(console, cfg, config: Path, mode: str, experiment: str | None,
                   + ", ".join(result.client_models[c] for c in result.client_models) + ")", markup=False)
     console.print(f"global model (the shared parameters only): {result.global_state_path}", markup=False)
     console.print("each is an MLflow model: mlflow.pyfunc.load_model(URI) embeds events (docs/models.md)", markup=False)
+
+
+def _print_footprint(console, params: dict[str, str]) -> None:
+    """Each client's device-hours and energy, from the run's `client.<name>.*` parameters (none under DP)."""
+    from crossfed.federation.footprint import energy_text
+
+    clients: dict[str, dict[str, float]] = {}
+    for key, value in params.items():
+        if key.startswith("client.") and key.count(".") == 2:
+            _, name, quantity = key.split(".")
+            clients.setdefault(name, {})[quantity] = float(value)
+    for name, footprint in sorted(clients.items()):
+        if "device_hours" in footprint:
+            console.print(f"{name}: {footprint['device_hours']:.3g} device-hours, energy {energy_text(footprint)}",
+                          markup=False)
 
 
 def _summary(console, result) -> None:

@@ -16,6 +16,8 @@ round it keeps needs it (`prune`).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -55,7 +57,10 @@ class FederationClient:
         self.store = self.run.child(f"clients/{name}")
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
-        self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
+        # wall time, device-hours and energy of its training and evaluation calls (`footprint`)
+        self.footprint_totals: dict[str, float] = {}
+        self.footprint_counts: dict[str, int] = {}  # how many calls measured each
+        self.footprint_calls = 0
 
     def check_storage(self) -> None:
         """Before any training, from this client's node: check that the run storage is reachable from here
@@ -145,17 +150,18 @@ class FederationClient:
         {"clip_norm": C, "metrics": bool}: the update is clipped to C here, so the unclipped one never
         leaves this site; without "metrics" no metric or example count is sent (placeholders: {} and 1).
         """
-        meter = self._meter().start()
+        started = time.perf_counter()
         try:
+            self.workers.meter_start()
             self._call_ranks("load_shared_state", global_ref[0])
             per_rank = self._call_ranks("train", steps, proximal_mu=proximal_mu)
             state = self._call_ranks("shared_state", groups)[0]
+            footprint = self._add_footprint(self.workers.meter_stop(), time.perf_counter() - started)
         except Exception as err:  # noqa: BLE001 - only worker deaths are handled, the rest re-raised
             if not _is_worker_failure(err):
                 raise
             self._restart_workers(checkpoint_round, global_ref[0])
             return {"client": self.name, "failed": f"worker died: {type(err).__name__}"}
-        footprint = self._add_footprint(meter.stop())
         metrics = only_scalars(per_rank[0])  # the trainer already averages over ranks
         num_examples = int(metrics.pop("num_examples", 0))
         state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
@@ -172,17 +178,18 @@ class FederationClient:
             "state": state,
             "num_examples": num_examples,
             "metrics": metrics,
-            "compute_s": meter.wall_s,
+            "compute_s": footprint["wall_s"],
             "footprint": footprint,
         }
 
     def evaluate(self, global_ref: list, checkpoint_round: int | None) -> dict[str, float]:
         """Metrics of the global model on this client's validation split (shared part = global)."""
-        meter = self._meter().start()
+        started = time.perf_counter()
         try:
+            self.workers.meter_start()
             self._call_ranks("load_shared_state", global_ref[0])
             metrics = only_scalars(self._call_ranks("evaluate")[0])
-            self._add_footprint(meter.stop())
+            self._add_footprint(self.workers.meter_stop(), time.perf_counter() - started)
             return metrics
         except Exception as err:  # noqa: BLE001
             if not _is_worker_failure(err):
@@ -244,22 +251,23 @@ class FederationClient:
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 
-    def _meter(self):
-        from crossfed.federation.footprint import ResourceMeter
+    def _add_footprint(self, per_rank: list[dict[str, float]], wall_s: float) -> dict[str, float]:
+        """Add one call to the totals: this client's wall time, its ranks' device-hours and energies
+        (each rank meters its own devices; `federation.footprint`). That call's footprint."""
+        from crossfed.federation.footprint import sum_ranks
 
-        per_worker = self.cluster.gpus_per_worker or self.cluster.cpus_per_worker
-        return ResourceMeter(devices=self.cluster.workers * per_worker)
-
-    def _add_footprint(self, meter) -> dict[str, float]:
-        """Add one metered call to the totals; its metrics (device_hours, energies where measured)."""
-        metrics = meter.as_metrics()
-        for key, value in metrics.items():
+        footprint = {"wall_s": wall_s, **sum_ranks(per_rank)}
+        self.footprint_calls += 1
+        for key, value in footprint.items():
             self.footprint_totals[key] = self.footprint_totals.get(key, 0.0) + value
-        return metrics
+            self.footprint_counts[key] = self.footprint_counts.get(key, 0) + 1
+        return footprint
 
     def footprint(self) -> dict[str, float]:
-        """This client's device-hours (and energy where the hardware reports it) so far."""
-        return dict(self.footprint_totals)
+        """This client's wall time, device-hours and (where counters measured it) energy so far; an energy
+        only if every call measured it (a total over some calls would pass for the whole)."""
+        return {key: value for key, value in self.footprint_totals.items()
+                if self.footprint_counts[key] == self.footprint_calls}
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

@@ -1,118 +1,108 @@
-"""Resource footprint of a piece of work: device-hours, and energy where the hardware reports it.
+"""Resource footprint of training: device-hours, and energy where the hardware keeps counters.
 
-Energy comes only from counters the hardware keeps — NVIDIA GPUs' NVML total-energy counter (through
-`pynvml`, if installed) and Intel RAPL package counters under /sys/class/powercap (if readable).
-Where neither is available the energy is None: it is never estimated from a nominal power.
+Measured in the process that owns the devices, each DeepSpeed rank (`crossfed.train.workers`), and summed
+by its client: a client actor holds no device, and metering from there would count every GPU of its node.
+
+- device-hours: the rank's wall time × the devices Ray gave it (its GPUs, else its CPUs);
+- energy: read by CodeCarbon (`pip install 'crossfed[energy]'`) from hardware counters only: the NVML
+  energy counter of the rank's own GPUs, and the RAPL counters of the CPU packages where
+  /sys/class/powercap is readable. A package is shared by every process on the node, so a rank is
+  counted the share of its package energy that its CPUs are of the node's; a fractional GPU likewise.
+  CodeCarbon's estimates (CPU power from TDP and load, RAM power from its size, CO₂) are not used.
+
+Energy that no counter measured is absent from the metrics (never 0, never estimated); tables and model
+cards then say "not measured" (`energy_text`).
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import time
-from pathlib import Path
 
 from crossfed import extras
+from crossfed.errors import CrossfedError
 
-RAPL_ROOT = Path("/sys/class/powercap")
+log = logging.getLogger(__name__)
 
-
-def rapl_packages(root: Path = RAPL_ROOT) -> list[Path]:
-    """Top-level RAPL zones (`intel-rapl:0`, ...); their sub-zones (core, dram) are inside them already."""
-    return sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
-
-
-def read_rapl_uj(zones: list[Path]) -> list[int] | None:
-    try:
-        return [int((zone / "energy_uj").read_text()) for zone in zones] if zones else None
-    except (OSError, ValueError):  # present but unreadable (often root-only)
-        return None
+JOULES_PER_KWH = 3.6e6
+ENERGY_KEYS = ("gpu_energy_j", "cpu_energy_j")
+NOT_MEASURED = "not measured"
 
 
-def rapl_joules(zones: list[Path], start: list[int], stop: list[int]) -> float:
-    total_uj = 0
-    for zone, before, after in zip(zones, start, stop):
-        if after < before:  # the counter wrapped around at max_energy_range_uj
-            after += int((zone / "max_energy_range_uj").read_text())
-        total_uj += after - before
-    return total_uj / 1e6
+def _counters(gpu_ids: list[int]) -> tuple[bool, bool]:
+    """(RAPL readable, NVML usable for these GPUs), as CodeCarbon detects them."""
+    from codecarbon.core import cpu, gpu
+
+    return cpu.is_rapl_available(), bool(gpu_ids) and gpu.is_gpu_details_available()
 
 
-def nvml_handles(gpu_indices: list[int] | None):
-    """NVML handles of the GPUs to meter, or None without pynvml or GPUs.
+class RankMeter:
+    """One rank's meter: `meter.start()`, the work, `meter.stop()` -> metrics of that window.
 
-    NVML numbers all GPUs of the machine and ignores CUDA_VISIBLE_DEVICES, so by default the GPUs
-    listed there (by index) are metered, else all.
-    """
-    try:
-        pynvml = extras.pynvml()
-        pynvml.nvmlInit()
-        if gpu_indices is None:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-            gpu_indices = (
-                [int(i) for i in visible.split(",")] if visible.replace(",", "").isdigit()
-                else list(range(pynvml.nvmlDeviceGetCount()))
-            )
-        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in gpu_indices] or None
-    except Exception:  # noqa: BLE001 - no pynvml (crossfed[gpu]), no driver, no GPU, or a GPU without the counter
-        return None
-
-
-def read_nvml_mj(handles) -> list[int] | None:
-    try:
-        pynvml = extras.pynvml()
-        return [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles] if handles else None
-    except Exception:  # noqa: BLE001 - pre-Volta GPUs do not keep the counter
-        return None
-
-
-class ResourceMeter:
-    """Meter one piece of work: `with ResourceMeter(devices=2) as meter: ...; meter.as_metrics()`.
-
-    `devices`: how many devices (GPUs, or CPU workers) the work holds, for device-hours.
-    `gpu_indices`: NVML indices of the GPUs to read energy from (default: CUDA_VISIBLE_DEVICES, else all).
+    `cpus`, `gpus`: what Ray gave the rank (for device-hours); `gpu_ids`: its GPUs' ids as Ray assigned
+    them (the NVML indices of the machine).
     """
 
-    def __init__(self, devices: int = 1, gpu_indices: list[int] | None = None):
-        self.devices = devices
-        self.gpu_indices = gpu_indices
-        self.wall_s: float | None = None
-        self.gpu_energy_j: float | None = None
-        self.cpu_energy_j: float | None = None
+    def __init__(self, cpus: float, gpus: float, gpu_ids: list[int]):
+        self.cpus, self.gpus, self.gpu_ids = cpus, gpus, list(gpu_ids)
+        self.tracker, self.rapl, self.nvml = None, False, False
+        try:
+            extras.codecarbon()
+        except CrossfedError as err:  # energy is then "not measured"; said where it could have been
+            (log.warning if self.gpu_ids else log.info)("%s", err)
+            return
+        self.rapl, self.nvml = _counters(self.gpu_ids)
+        if self.rapl or self.nvml:
+            from codecarbon import OfflineEmissionsTracker
 
-    def start(self) -> "ResourceMeter":
-        self._gpus = nvml_handles(self.gpu_indices)
-        self._rapl_zones = rapl_packages()
-        self._gpu_start = read_nvml_mj(self._gpus)
-        self._rapl_start = read_rapl_uj(self._rapl_zones)
+            # Offline: no network lookup of the location (CO₂ is not taken from it anyway); no files written.
+            self.tracker = OfflineEmissionsTracker(
+                country_iso_code="CHE", gpu_ids=self.gpu_ids or None, tracking_mode="machine",
+                save_to_file=False, log_level="error", allow_multiple_runs=True)
+
+    def start(self) -> "RankMeter":
+        if self.tracker is not None:
+            self.tracker.start_task("crossfed")
         self._t0 = time.perf_counter()
         return self
 
-    def stop(self) -> "ResourceMeter":
-        self.wall_s = time.perf_counter() - self._t0
-        gpu_stop, rapl_stop = read_nvml_mj(self._gpus), read_rapl_uj(self._rapl_zones)
-        if self._gpu_start is not None and gpu_stop is not None:
-            self.gpu_energy_j = sum(b - a for a, b in zip(self._gpu_start, gpu_stop)) / 1e3
-        if self._rapl_start is not None and rapl_stop is not None:
-            self.cpu_energy_j = rapl_joules(self._rapl_zones, self._rapl_start, rapl_stop)
-        return self
+    def stop(self) -> dict[str, float]:
+        """wall_s, device_hours, and gpu_energy_j / cpu_energy_j where a counter measured them."""
+        wall_s = time.perf_counter() - self._t0
+        metrics = {"wall_s": wall_s, "device_hours": wall_s * (self.gpus or self.cpus) / 3600}
+        if self.tracker is not None:
+            window = self.tracker.stop_task("crossfed")
+            if self.nvml:
+                metrics["gpu_energy_j"] = window.gpu_energy * JOULES_PER_KWH * min(self.gpus, 1.0)
+            if self.rapl:
+                import psutil
 
-    def __enter__(self) -> "ResourceMeter":
-        return self.start()
+                share = min(self.cpus / (psutil.cpu_count() or 1), 1.0)
+                metrics["cpu_energy_j"] = window.cpu_energy * JOULES_PER_KWH * share
+        return metrics
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
-    @property
-    def device_hours(self) -> float | None:
-        return None if self.wall_s is None else self.wall_s * self.devices / 3600
+def sum_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """A client's footprint of one call from its ranks': device-hours and energies summed. An energy is
+    kept only if every rank measured it (a sum over some ranks would pass for the client's)."""
+    totals = {"device_hours": sum(rank["device_hours"] for rank in per_rank)}
+    for key in ENERGY_KEYS:
+        if per_rank and all(key in rank for rank in per_rank):
+            totals[key] = sum(rank[key] for rank in per_rank)
+    return totals
 
-    def as_metrics(self) -> dict[str, float]:
-        """wall_s, device_hours, and the energies that were measured (unmeasured ones are left out,
-        so the dict can go straight to `mlflow.log_metrics`)."""
-        values = {
-            "wall_s": self.wall_s,
-            "device_hours": self.device_hours,
-            "gpu_energy_j": self.gpu_energy_j,
-            "cpu_energy_j": self.cpu_energy_j,
-        }
-        return {name: value for name, value in values.items() if value is not None}
+
+def energy_text(footprint: dict[str, float]) -> str:
+    """The energy of a footprint for people: '12.3 kJ (GPU 10 kJ, CPU 2.3 kJ)', 'not measured' without any."""
+    parts = {name: footprint[key] for name, key in (("GPU", "gpu_energy_j"), ("CPU", "cpu_energy_j"))
+             if key in footprint}
+    if not parts:
+        return NOT_MEASURED
+    return f"{_joules(sum(parts.values()))} ({', '.join(f'{n} {_joules(v)}' for n, v in parts.items())})"
+
+
+def _joules(value: float) -> str:
+    for unit, size in (("MJ", 1e6), ("kJ", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} J"

@@ -126,21 +126,15 @@ def preflight(study: StudyConfig, data: dict[str, ExperimentData]) -> None:
 @contextlib.contextmanager
 def _ray(study: StudyConfig):
     """RAY_ADDRESS's cluster, or an embedded Ray that dies with this call. Locally at least as many logical
-    CPUs as `compute.concurrent_runs` federations need (several small runs share the cores)."""
-    import ray
+    CPUs as `compute.concurrent_runs` federations need (several small runs share the cores). The workers'
+    output goes to the command's log file (`crossfed.logs`); used as a library, nowhere."""
+    from crossfed import logs
+    from crossfed.ray_session import connect_ray
 
-    if ray.is_initialized():
-        yield
-        return
-    address = os.environ.get("RAY_ADDRESS")
     workers = sum(e.cluster.workers * e.cluster.cpus_per_worker for e in study.experiments.values())
     cpus = max(os.cpu_count() or 1, int(study.compute.concurrent_runs * workers + 0.999))
-    ray.init(address=address or "local", num_cpus=None if address else cpus, include_dashboard=False,
-             log_to_driver=False)
-    try:
+    with connect_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=logs.is_set_up()):
         yield
-    finally:
-        ray.shutdown()
 
 
 def _experiment_id(client, name: str, uri: str) -> str:

@@ -17,11 +17,15 @@ from crossfed.config import RunConfig
 
 
 class TrainerWorker:
-    """One rank. Made a Ray actor class by `WorkerGroup` (so importing this module does not import Ray)."""
+    """One rank. Made a Ray actor class by `WorkerGroup` (so importing this module does not import Ray).
 
-    def __init__(self, rank: int, world_size: int):
+    It meters its own devices (`start_meter`, `stop_meter`): it is the process that holds them.
+    """
+
+    def __init__(self, rank: int, world_size: int, cpus: float = 1.0, gpus: float = 0.0):
         self.rank, self.world_size = rank, world_size
-        self.trainer = None
+        self.cpus, self.gpus = cpus, gpus
+        self.trainer, self.meter = None, None
 
     def placement(self) -> tuple[str, list[str]]:
         """(node id, GPU ids Ray assigned to this actor)."""
@@ -54,6 +58,17 @@ class TrainerWorker:
 
         self.trainer = LocalTrainer(config, experiments, rank=self.rank, world_size=self.world_size,
                                     total_steps=total_steps)
+
+    def start_meter(self) -> None:
+        from crossfed.federation.footprint import RankMeter
+
+        if self.meter is None:  # its own GPUs: the ids Ray assigned to this actor (NVML's numbering)
+            self.meter = RankMeter(self.cpus, self.gpus, [int(g) for g in self.placement()[1]])
+        self.meter.start()
+
+    def stop_meter(self) -> dict[str, float]:
+        """This rank's device-hours and measured energy since `start_meter` (see `federation.footprint`)."""
+        return self.meter.stop()
 
     def call(self, method: str, *args, **kwargs):
         return getattr(self.trainer, method)(*args, **kwargs)
@@ -103,7 +118,8 @@ class WorkerGroup:
                     placement_group, placement_group_bundle_index=bundle_offset + rank)
             if label_selector:
                 options["label_selector"] = dict(label_selector)
-            self.workers.append(remote_class.options(**options).remote(rank, num_workers))
+            self.workers.append(remote_class.options(**options).remote(rank, num_workers, cpus_per_worker,
+                                                                       gpus_per_worker))
         try:
             master_addr, master_port = ray.get(self.workers[0].rendezvous_address.remote())
             local = local_environments(ray.get([w.placement.remote() for w in self.workers]))
@@ -123,6 +139,17 @@ class WorkerGroup:
         import ray
 
         return ray.get(self.call_async(method, *args, **kwargs))
+
+    def meter_start(self) -> None:
+        import ray
+
+        ray.get([w.start_meter.remote() for w in self.workers])
+
+    def meter_stop(self) -> list[dict[str, float]]:
+        """Each rank's footprint since `meter_start`."""
+        import ray
+
+        return ray.get([w.stop_meter.remote() for w in self.workers])
 
     def shutdown(self) -> None:
         import ray
