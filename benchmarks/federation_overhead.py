@@ -87,12 +87,55 @@ def prepare_crossfed(work: dict, scratch: Path) -> dict:
 
 # ---- child process: one crossfed federation --------------------------------------------------------------
 
+STARTUP_STEPS = {  # what `run_federation` does before round 1, as the child's span timer names it
+    "connect_ray": "Ray starts",
+    "check_data_at_its_site": "data checked at each site",
+    "tracking_run": "MLflow run made",
+    "_start_driver": "run given to the driver: clients' workers up, round 0 committed",
+}
+
+
+def time_startup_steps(spans: dict[str, tuple[float, float]]) -> None:
+    """Wrap the start-up steps of `crossfed.federation.rounds` so that each records (start, end) wall times
+    in `spans` (a context manager: until it is entered). Steps may overlap (the workers start meanwhile)."""
+    import contextlib
+    import functools
+
+    from crossfed.federation import rounds
+
+    def timed(name: str, original):
+        if name in ("connect_ray", "tracking_run"):
+            @contextlib.contextmanager
+            def entered(*args, **kwargs):
+                started = time.time()
+                with original(*args, **kwargs) as value:
+                    spans[name] = (started, time.time())
+                    yield value
+            return entered
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            started = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spans[name] = (started, time.time())
+        return call
+
+    for name in STARTUP_STEPS:
+        setattr(rounds, name, timed(name, getattr(rounds, name)))
+
+
 def run_crossfed_child(config_path: Path, out: Path) -> None:
-    """Run the federation of this config; write round end times, records and logging times as JSON."""
+    """Run the federation of this config; write round end times, records, logging and start-up step times
+    as JSON."""
     import mlflow
 
     from crossfed.config import config_from_dict
     from crossfed.federation.rounds import run_federation
+
+    spans = {"imports": (float(os.environ["CROSSFED_BENCH_LAUNCHED"]), time.time())}
+    time_startup_steps(spans)
 
     logging_s: dict[int, float] = {}
     log_metrics = mlflow.log_metrics
@@ -108,7 +151,7 @@ def run_crossfed_child(config_path: Path, out: Path) -> None:
     result = run_federation(config, on_round=lambda number, record: round_ends.append(time.time()))
     out.write_text(json.dumps({"round_ends": round_ends, "records": result.history,
                                "logging_s": [logging_s.get(r["round"], 0.0) for r in result.history],
-                               "returned": time.time()}))
+                               "returned": time.time(), "startup_spans": spans}))
 
 
 # ---- the parent: launch, collect, summarise ------------------------------------------------------------------
@@ -171,10 +214,14 @@ def summary(rounds: list[dict], startup_s: float, shutdown_s: float) -> dict:
 def measure_crossfed(work: dict, scratch: Path) -> dict:
     config_path, out = scratch / "config.json", scratch / "crossfed.json"
     config_path.write_text(json.dumps(prepare_crossfed(work, scratch)))
-    result, launched, exited = launch([sys.executable, __file__, "--child", str(config_path), str(out)], out)
+    env = {**os.environ, "CROSSFED_BENCH_LAUNCHED": repr(time.time())}
+    result, launched, exited = launch([sys.executable, __file__, "--child", str(config_path), str(out)], out, env)
     rounds = crossfed_rounds(result)
     first_round_start = result["round_ends"][0] - rounds[0]["wall_s"]
-    return summary(rounds, first_round_start - launched, exited - result["round_ends"][-1])
+    figures = summary(rounds, first_round_start - launched, exited - result["round_ends"][-1])
+    figures["startup_steps"] = {name: (begin - launched, end - begin)
+                                for name, (begin, end) in result["startup_spans"].items()}
+    return figures
 
 
 def ensure_flower_venv(quiet: bool = True) -> Path:
@@ -219,6 +266,11 @@ def print_engine(name: str, result: dict) -> None:
     print(f"\n{name}: start-up {result['startup_s']:.2f} s (launch -> round 1 begins), "
           f"{result['startup_with_warmup_s']:.2f} s with round 1's extra over a steady round; "
           f"shutdown {result['shutdown_s']:.2f} s (last round -> exit)")
+    if "startup_steps" in result:
+        print("start-up by step, s after launch (start + duration; steps overlap where the workers start meanwhile):")
+        for name, (begin, duration) in result["startup_steps"].items():
+            print(f"  {begin:7.2f} + {duration:6.2f}  {STARTUP_STEPS.get(name, 'imports (crossfed, MLflow, Ray)')}")
+        print(f"  {result['startup_s']:7.2f}           round 1 begins")
     phases = list(result["rounds"][0]["phases"])
     print(f"{'round':>5}{'wall s':>9}{'train s':>9}{'overhead s':>12}{'%':>6}  " + "  ".join(phases))
     for r in result["rounds"]:
