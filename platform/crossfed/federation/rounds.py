@@ -85,7 +85,7 @@ class FederationInterrupted(CrossfedError):
 PROCESS_TAG = "crossfed.process"  # which process runs the federation: {"host", "pid", "started"}
 
 
-def this_process(driver: str) -> dict:
+def this_process(driver: str = "") -> dict:
     """This process, and `driver`, the name of the driver actor it runs the federation with."""
     import psutil
 
