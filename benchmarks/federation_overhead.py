@@ -5,7 +5,8 @@
 
 crossfed runs a real federation: two clients of one CPU worker each (DeepSpeed ZeRO-0, FedAvg), each on
 its own NanoAOD-like file read through the tensor cache (filled before the clock starts), evaluated and
-checkpointed every round, logged to a local MLflow store. With --flower (the optional extra `bench`),
+checkpointed every round, logged to a local MLflow store (created before the clock starts, as a site's
+store exists before its runs; `--fresh-store` counts the creation in start-up). With --flower (the optional extra `bench`),
 the same model, data shape, local steps, batch and two clients run under Flower's simulation engine in
 a virtual environment the benchmark makes for it (.crossfed/bench-venv: flwr[simulation] pins its own
 Ray, which must not replace crossfed's), and the ratios are printed.
@@ -49,7 +50,7 @@ def workload(args) -> dict:
     """What both federations run: JSON-able, handed to the child processes."""
     return {"preset": args.preset, "rounds": args.rounds, "local_steps": args.local_steps,
             "batch_size": args.batch_size, "max_objects": args.max_objects, "eval_batches": args.eval_batches,
-            "events": args.events, "clients": list(CLIENTS), "lr": 0.01, "seed": 0}
+            "events": args.events, "clients": list(CLIENTS), "lr": 0.01, "seed": 0, "fresh_store": args.fresh_store}
 
 
 def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
@@ -69,7 +70,9 @@ def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
 
 
 def prepare_crossfed(work: dict, scratch: Path) -> dict:
-    """Write each client's events and fill the tensor cache (not timed): the config to run."""
+    """Write each client's events, fill the tensor cache and create the MLflow store (not timed): the config
+    to run. A store is created once per site, not per run: a fresh SQLite store first runs MLflow's schema
+    migrations, seconds that no later run pays (`--fresh-store` times them too)."""
     sys.path.insert(0, str(REPO / "tests" / "data"))
     from root_samples import random_nanoaod_branches, write_ttree
 
@@ -82,17 +85,65 @@ def prepare_crossfed(work: dict, scratch: Path) -> dict:
     config = config_from_dict(raw)
     for experiment in config.experiments.values():
         load_dataset(experiment.pretrain, experiment.data_schema, config.data)
+    if not work.get("fresh_store"):
+        import mlflow
+
+        mlflow.set_tracking_uri(raw["tracking"]["uri"])
+        mlflow.set_experiment(raw["tracking"]["experiment"])
     return raw
 
 
 # ---- child process: one crossfed federation --------------------------------------------------------------
 
+STARTUP_STEPS = {  # what `run_federation` does before round 1, as the child's span timer names it
+    "connect_ray": "Ray starts",
+    "check_data_at_its_site": "data checked at each site",
+    "tracking_run": "MLflow run made",
+    "_start_driver": "run given to the driver: clients' workers up, round 0 committed",
+}
+
+
+def time_startup_steps(spans: dict[str, tuple[float, float]]) -> None:
+    """Wrap the start-up steps of `crossfed.federation.rounds` so that each records (start, end) wall times
+    in `spans` (a context manager: until it is entered). Steps may overlap (the workers start meanwhile)."""
+    import contextlib
+    import functools
+
+    from crossfed.federation import rounds
+
+    def timed(name: str, original):
+        if name in ("connect_ray", "tracking_run"):
+            @contextlib.contextmanager
+            def entered(*args, **kwargs):
+                started = time.time()
+                with original(*args, **kwargs) as value:
+                    spans[name] = (started, time.time())
+                    yield value
+            return entered
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            started = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spans[name] = (started, time.time())
+        return call
+
+    for name in STARTUP_STEPS:
+        setattr(rounds, name, timed(name, getattr(rounds, name)))
+
+
 def run_crossfed_child(config_path: Path, out: Path) -> None:
-    """Run the federation of this config; write round end times, records and logging times as JSON."""
+    """Run the federation of this config; write round end times, records, logging and start-up step times
+    as JSON."""
     import mlflow
 
     from crossfed.config import config_from_dict
     from crossfed.federation.rounds import run_federation
+
+    spans = {"imports": (float(os.environ["CROSSFED_BENCH_LAUNCHED"]), time.time())}
+    time_startup_steps(spans)
 
     logging_s: dict[int, float] = {}
     log_metrics = mlflow.log_metrics
@@ -108,7 +159,7 @@ def run_crossfed_child(config_path: Path, out: Path) -> None:
     result = run_federation(config, on_round=lambda number, record: round_ends.append(time.time()))
     out.write_text(json.dumps({"round_ends": round_ends, "records": result.history,
                                "logging_s": [logging_s.get(r["round"], 0.0) for r in result.history],
-                               "returned": time.time()}))
+                               "returned": time.time(), "startup_spans": spans}))
 
 
 # ---- the parent: launch, collect, summarise ------------------------------------------------------------------
@@ -171,10 +222,14 @@ def summary(rounds: list[dict], startup_s: float, shutdown_s: float) -> dict:
 def measure_crossfed(work: dict, scratch: Path) -> dict:
     config_path, out = scratch / "config.json", scratch / "crossfed.json"
     config_path.write_text(json.dumps(prepare_crossfed(work, scratch)))
-    result, launched, exited = launch([sys.executable, __file__, "--child", str(config_path), str(out)], out)
+    env = {**os.environ, "CROSSFED_BENCH_LAUNCHED": repr(time.time())}
+    result, launched, exited = launch([sys.executable, __file__, "--child", str(config_path), str(out)], out, env)
     rounds = crossfed_rounds(result)
     first_round_start = result["round_ends"][0] - rounds[0]["wall_s"]
-    return summary(rounds, first_round_start - launched, exited - result["round_ends"][-1])
+    figures = summary(rounds, first_round_start - launched, exited - result["round_ends"][-1])
+    figures["startup_steps"] = {name: (begin - launched, end - begin)
+                                for name, (begin, end) in result["startup_spans"].items()}
+    return figures
 
 
 def ensure_flower_venv(quiet: bool = True) -> Path:
@@ -219,6 +274,11 @@ def print_engine(name: str, result: dict) -> None:
     print(f"\n{name}: start-up {result['startup_s']:.2f} s (launch -> round 1 begins), "
           f"{result['startup_with_warmup_s']:.2f} s with round 1's extra over a steady round; "
           f"shutdown {result['shutdown_s']:.2f} s (last round -> exit)")
+    if "startup_steps" in result:
+        print("start-up by step, s after launch (start + duration; steps overlap where the workers start meanwhile):")
+        for name, (begin, duration) in result["startup_steps"].items():
+            print(f"  {begin:7.2f} + {duration:6.2f}  {STARTUP_STEPS.get(name, 'imports (crossfed, MLflow, Ray)')}")
+        print(f"  {result['startup_s']:7.2f}           round 1 begins")
     phases = list(result["rounds"][0]["phases"])
     print(f"{'round':>5}{'wall s':>9}{'train s':>9}{'overhead s':>12}{'%':>6}  " + "  ".join(phases))
     for r in result["rounds"]:
@@ -240,6 +300,8 @@ def main() -> None:
     parser.add_argument("--max-objects", type=int, default=16)
     parser.add_argument("--eval-batches", type=int, default=8, help="validation batches per client per round")
     parser.add_argument("--events", type=int, default=5000, help="events per client")
+    parser.add_argument("--fresh-store", action="store_true",
+                        help="time the MLflow store's creation too (its schema migrations; once per site)")
     parser.add_argument("--flower", action="store_true", help="also run Flower (creates .crossfed/bench-venv once)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)

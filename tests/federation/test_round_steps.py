@@ -18,7 +18,7 @@ import pytest
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.federation import checkpoint
-from crossfed.federation.driver import FederationDriver, RecoveryState, sample_clients
+from crossfed.federation.driver import FederationDriver, RecoveryState, evaluation_round, sample_clients
 from crossfed.federation.rounds import plan_rounds
 from crossfed.federation.strategies import ClientUpdate
 from crossfed.federation.validation import update_norm
@@ -296,6 +296,21 @@ def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_pa
         driver.commit(3, {k: v + 1 for k, v in states[2].items()}, {"round": 3})
     assert driver.recovery.completed_rounds == 2 and [r["round"] for r in driver.history] == [1, 2]
     np.testing.assert_array_equal(driver.global_state["w"], states[2]["w"])
+
+
+def test_the_global_model_is_evaluated_every_evaluate_every_rounds_and_after_the_last(tmp_path, local_ray):
+    driver = make_driver(tmp_path, rounds=7, evaluate_every=3)
+    scripted(driver, local_ray)
+    records = [driver.run_round() for _ in range(7)]
+    with_metrics = [r["round"] for r in records if "global/val_loss" in r]
+    assert with_metrics == [3, 6, 7]
+    assert all("client/cms/val_loss" not in r for r in records if r["round"] not in (3, 6, 7))
+    assert all("clients/updated" in r and "time/round_s" in r for r in records)  # every round is recorded
+    evaluated = [call for call in recorded(driver)["cms"] if call[0] == "evaluate"]
+    assert [round_number for _, round_number in evaluated] == [2, 5, 6]  # each after its round's training
+    assert evaluation_round(4, 1, 7) and not evaluation_round(4, 3, 7) and evaluation_round(7, 3, 7)
+    with pytest.raises(CrossfedError, match="federation.evaluate_every"):
+        make_driver(tmp_path, evaluate_every=0)
 
 
 def test_a_run_that_never_committed_starts_from_its_initial_model_unless_mlflow_says_it_had_rounds(tmp_path):

@@ -76,6 +76,10 @@ class FederationConfig(Section):
     )
     validation: UpdateValidationConfig = UpdateValidationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    evaluate_every: PositiveInt = Field(
+        1, description="evaluate the global model on every client's validation split every this many rounds "
+                       "(rounds N, 2N, ...) and always after the last round; other rounds log no validation metrics",
+    )
     round_timeout_s: PositiveFloat = Field(1800.0, description="stragglers slower than this are dropped")
     max_round_retries: NonNegativeInt = 1
 

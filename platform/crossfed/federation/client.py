@@ -46,15 +46,17 @@ class FederationClient:
     """Ray actor (create with `client_actor_class()`): one experiment client, or the pooled baseline."""
 
     def __init__(self, config: RunConfig, name: str, experiments: list[str], cluster: ClusterConfig,
-                 run_location: str, total_steps: int, placement_group=None):
-        """`run_location`: the run's folder in the run storage (a path or URI). `placement_group`: None to
+                 run_location: str | None, total_steps: int, placement_group=None):
+        """`run_location`: the run's folder in the run storage (a path or URI); None while the run does not
+        exist yet (the workers start meanwhile; `check_storage` gives it). `placement_group`: None to
         reserve this client's own group on its node group, or (group, first bundle index) to run inside a
         group the caller reserved."""
         # Set-up that can fail happens in `start`, so its error reaches the caller as the exception itself.
         self.config, self.name, self.experiments, self.cluster = config, name, experiments, cluster
         self.total_steps = total_steps  # the LR schedule spans the whole run, not one round
-        self.run = Storage(run_location)
-        self.store = self.run.child(f"clients/{name}")
+        self.run = self.store = None
+        if run_location is not None:
+            self._use_run(run_location)
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
         # wall time, device-hours and energy of its training and evaluation calls (`footprint`)
@@ -62,9 +64,16 @@ class FederationClient:
         self.footprint_counts: dict[str, int] = {}  # how many calls measured each
         self.footprint_calls = 0
 
-    def check_storage(self) -> None:
+    def _use_run(self, run_location: str) -> None:
+        self.run = Storage(run_location)
+        self.store = self.run.child(f"clients/{self.name}")
+
+    def check_storage(self, run_location: str | None = None) -> None:
         """Before any training, from this client's node: check that the run storage is reachable from here
-        (the driver has written the run's file there)."""
+        (the driver has written the run's file there). `run_location`: the run's folder, when this client
+        was started before the run existed."""
+        if run_location is not None:
+            self._use_run(run_location)
         if not self.run.exists(checkpoint.RUN_FILE):
             import ray
 
@@ -73,14 +82,14 @@ class FederationClient:
                 f"{self.run.location}: a local output_dir needs one machine or a disk every node mounts; "
                 f"point output_dir or CROSSFED_STORAGE at shared storage such as s3://bucket/runs")
 
-    def start(self):
+    def start(self, run_key: str | None = None):
         """Reserve the workers' placement group (fails fast if the node group cannot host it), start them.
         Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if
-        this actor dies the driver removes it before starting the client's successor."""
+        this actor dies the driver removes it before starting the client's successor. `run_key` makes the
+        group's name unique on the cluster (default: the run id, the last part of the run location)."""
         if self.given_placement_group is None:
-            # run location = <output_dir>/<run id>: the run id makes the group's name unique on the cluster
-            run_id = self.run.location.rstrip("/").rsplit("/", 1)[-1]
-            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name, run_id)
+            run_key = run_key or self.run.location.rstrip("/").rsplit("/", 1)[-1]
+            self.placement_group = placement.create_worker_placement_group(self.cluster, self.name, run_key)
         else:
             self.placement_group, self.bundle_offset = self.given_placement_group
         self._start_workers()

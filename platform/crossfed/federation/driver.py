@@ -22,7 +22,8 @@ brought back any client whose actor died; each takes what the one before returne
 6. `aggregate`  the strategy turns the updates into the next global weights (a baseline's single client
                 simply hands its weights over);
 7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
-                round is skipped: not evaluated, checkpointed or reported until it has rejoined);
+                round is skipped: not evaluated, checkpointed or reported until it has rejoined); only
+                every `evaluate_every` rounds and after the last (`evaluation_round`);
 8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; only then
                 adopt the new global model and record the round, and remove checkpoints no kept round
                 needs (`crossfed.federation.checkpoint` describes the protocol and the layout).
@@ -191,6 +192,12 @@ class Collected:
         return [ClientUpdate(p["client"], p["state"], p["num_examples"], p["metrics"]) for p in self.payloads.values()]
 
 
+def evaluation_round(round_number: int, evaluate_every: int, last_round: int) -> bool:
+    """Whether the global model is evaluated after `round_number`: rounds N, 2N, ... of N = `evaluate_every`,
+    and the last round always (a run's final metrics are never older than its model)."""
+    return round_number % evaluate_every == 0 or round_number == last_round
+
+
 def sample_clients(names: list[str], wanted: int | None, seed: int, round_number: int) -> list[str]:
     """`wanted` of the idle clients `names` (all when None or more), drawn from (seed, round) alone, so a
     resumed or retried round samples the same clients; in the order of `names`."""
@@ -206,10 +213,12 @@ class FederationDriver:
     A plain class too: the round's steps can be called one by one on an instance (tests do).
     """
 
-    def __init__(self, config: RunConfig, plan: RoundPlan, run_location: str):
-        """`run_location`: the run's folder in the run storage (a local path or a URI)."""
-        self.config, self.plan = config, plan
-        self.run = Storage(run_location)
+    def __init__(self, config: RunConfig, plan: RoundPlan, run_location: str | None, run_key: str | None = None):
+        """`run_location`: the run's folder in the run storage (a local path or a URI); None until `start`
+        gives it (the clients are launched before the run exists). `run_key`: unique on the cluster, names
+        the clients' placement groups (default: the run id, the last part of the run location)."""
+        self.config, self.plan, self.run_key = config, plan, run_key
+        self.run = Storage(run_location) if run_location is not None else None
         fed = config.federation
         self.strategy = build_strategy(fed.strategy) if plan.federated else None
         self.privacy = self._build_privacy() if plan.federated and fed.privacy.enabled else None
@@ -217,27 +226,21 @@ class FederationDriver:
         self.client_options: dict[str, dict] = {}  # name -> the actor options it was started with (`rejoin`)
         self.client_args: dict[str, tuple] = {}  # name -> its constructor arguments
         self.client_groups: dict[str, Any] = {}  # name -> the placement group it reserved itself, if any
+        self.client_starts: dict[str, Any] = {}  # name -> the ObjectRef of its `start` (workers starting)
         self.global_state: State = {}
         self.history: list[dict] = []
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
 
-    def start(self, resume: bool, placement_group=None, logged_rounds: int = 0) -> list[str]:
-        """Start the clients (failing fast on a node group that cannot host one), then load or make the
-        global model. Separate from __init__ so a CrossfedError reaches the caller as itself.
-
-        With `resume`, the newest committed round whose every file is intact is restored (`logged_rounds`:
-        how many rounds MLflow holds for the run, so that missing storage is not mistaken for a run that
-        never committed). Each client first checks, from its node, that it can reach the run storage.
-        Returns the notes the caller logs (one line on damaged rounds skipped)."""
-        import ray
-
+    def launch(self, placement_group=None) -> None:
+        """Create the clients and have them start their workers, without waiting: the slow part of
+        start-up (worker processes importing torch and DeepSpeed, building engines, loading events) then
+        runs while the caller does its bookkeeping (data checks at each site, the MLflow run). Nothing is
+        written to the run storage here; `start` waits for the workers. Every client is checked before
+        any starts, with earlier clients' reservations counted, so an impossible node group fails in
+        seconds."""
         config, plan = self.config, self.plan
-        self.run.write_json(checkpoint.RUN_FILE, {"run": self.run.location, "mode": "federated" if plan.federated
-                                                  else "baseline", "clients": [c.name for c in plan.clients]})
         client_cls = client_actor_class()
-        # Check every client before starting any, with earlier clients' reservations counted, so an
-        # impossible node group fails in seconds; then start them all at once (DeepSpeed start-up is slow).
         free = None
         bundle_offset = first_worker_bundle(placement_group, plan)
         for spec in plan.clients:
@@ -247,13 +250,36 @@ class FederationDriver:
                                                                             bundle_offset)
             given = (placement_group, bundle_offset) if placement_group is not None else None
             bundle_offset += spec.cluster.workers
-            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster, self.run.location,
-                                           sum(plan.steps_per_round), given)
-            self.clients[spec.name] = client_cls.options(**self.client_options[spec.name]).remote(
-                *self.client_args[spec.name])
-        ray.get([client.check_storage.remote() for client in self.clients.values()])
+            self.client_args[spec.name] = (config, spec.name, spec.experiments, spec.cluster,
+                                           self.run.location if self.run else None, sum(plan.steps_per_round), given)
+        for name, options in self.client_options.items():
+            self.clients[name] = client_cls.options(**options).remote(*self.client_args[name])
+            self.client_starts[name] = self.clients[name].start.remote(self.run_key)
+
+    def start(self, resume: bool, placement_group=None, logged_rounds: int = 0,
+              run_location: str | None = None) -> list[str]:
+        """Launch the clients unless `launch` has, then load or make the global model once their workers
+        are up. Separate from __init__ so a CrossfedError reaches the caller as itself.
+
+        `run_location`: the run's folder, when the driver was made before the run existed. With `resume`,
+        the newest committed round whose every file is intact is restored (`logged_rounds`: how many rounds
+        MLflow holds for the run, so that missing storage is not mistaken for a run that never committed).
+        Each client first checks, from its node, that it can reach the run storage (while its workers
+        start). Returns the notes the caller logs (one line on damaged rounds skipped)."""
+        import ray
+
+        plan = self.plan
+        if run_location is not None:
+            self.run = Storage(run_location)
+        self.run.write_json(checkpoint.RUN_FILE, {"run": self.run.location, "mode": "federated" if plan.federated
+                                                  else "baseline", "clients": [c.name for c in plan.clients]})
+        if not self.clients:
+            self.launch(placement_group)
+        for name, args in self.client_args.items():  # a client that rejoins is made knowing the run
+            self.client_args[name] = args[:4] + (self.run.location,) + args[5:]
+        ray.get([client.check_storage.remote(self.run.location) for client in self.clients.values()])
         chosen, notes = self.newest_intact_round(logged_rounds) if resume else (None, [])
-        groups = ray.get([client.start.remote() for client in self.clients.values()])
+        groups = ray.get([self.client_starts[name] for name in self.clients])
         self.client_groups = dict(zip(self.clients, groups))
         if chosen is not None:
             self._restore(chosen)
@@ -399,7 +425,9 @@ class FederationDriver:
         aggregation_s = time.perf_counter() - aggregation_started
         # Under DP no validation metric leaves a client unless it is to be released noised (or unprotected).
         protected = self._protects_clients()
-        evaluations = {} if protected and not self.privacy.releases_metrics else self.evaluate(new_global)
+        evaluated = evaluation_round(round_number, self.config.federation.evaluate_every, len(self.plan.steps_per_round))
+        released = evaluated and not (protected and not self.privacy.releases_metrics)
+        evaluations = self.evaluate(new_global) if released else {}
         record = {
             "round": round_number,
             "clients/sampled": len(sampled),
@@ -412,7 +440,7 @@ class FederationDriver:
             **self._metric_record(collected.payloads, evaluations),
         }
         if protected:
-            record = self._protected_record(round_number, evaluations)
+            record = self._protected_record(round_number, evaluations if released else None)
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
             record["privacy/delta"] = self.config.federation.privacy.delta
@@ -442,7 +470,7 @@ class FederationDriver:
             placement.remove_and_wait(self.client_groups.pop(name, None))  # outlives its actor otherwise
             client = client_actor_class().options(**self.client_options[name]).remote(*self.client_args[name])
             try:
-                self.client_groups[name] = ray.get(client.start.remote())
+                self.client_groups[name] = ray.get(client.start.remote(self.run_key))
                 ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
             except Exception as err:  # noqa: BLE001 - tried again at the next round
                 log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)
@@ -647,11 +675,12 @@ class FederationDriver:
             record[f"global/val_{key}"] = float(np.mean(values))
         return record
 
-    def _protected_record(self, round_number: int, evaluations: dict[str, dict]) -> dict[str, float]:
-        """The record under DP: the round and, with `metric_noise_multiplier`, the global validation
-        metrics as noised means over all clients (counted by the accountant)."""
+    def _protected_record(self, round_number: int, evaluations: dict[str, dict] | None) -> dict[str, float]:
+        """The record under DP: the round and, with `metric_noise_multiplier` in an evaluated round
+        (`evaluations` not None), the global validation metrics as noised means over all clients (counted by
+        the accountant: a round without evaluation releases nothing and spends no ε on metrics)."""
         record = {"round": round_number}
-        if self.privacy.releases_metrics:
+        if self.privacy.releases_metrics and evaluations is not None:
             from crossfed.federation.rounds import validation_metric_keys
 
             means = self.privacy.noised_metric_means(evaluations, validation_metric_keys(self.config))
@@ -684,6 +713,9 @@ class FederationDriver:
     def shutdown(self) -> None:
         import ray
 
+        # Clients stopped while their workers still start (bad data found meanwhile): let the starts end
+        # first, or a placement group reserved after its client's shutdown would outlive the client.
+        wait_until(list(self.client_starts.values()), placement.READY_TIMEOUT_S)
         for name, client in self.clients.items():
             if name in self.recovery.lost:  # dead: its placement group outlives it unless removed here
                 placement.remove_and_wait(self.client_groups.get(name), timeout_s=0)

@@ -25,6 +25,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from typing import Callable
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -84,15 +85,18 @@ class FederationInterrupted(CrossfedError):
 PROCESS_TAG = "crossfed.process"  # which process runs the federation: {"host", "pid", "started"}
 
 
-def this_process() -> dict:
+def this_process(driver: str = "") -> dict:
+    """This process, and `driver`, the name of the driver actor it runs the federation with."""
     import psutil
 
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time(),
+            "driver": driver}
 
 
 def process_alive(owner: dict, run_id: str) -> bool:
     """Whether the process `owner` (a run's PROCESS_TAG) still runs: on this host by its pid and start
-    time (a reused pid is another process); elsewhere by its driver actor in this Ray cluster."""
+    time (a reused pid is another process); elsewhere by its driver actor in this Ray cluster (the tag names
+    it; in a run tagged before it did, the actor named after the run id)."""
     import psutil
     import ray
 
@@ -101,14 +105,16 @@ def process_alive(owner: dict, run_id: str) -> bool:
             return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) < 1e-3
         return False
     with contextlib.suppress(ValueError):
-        ray.get_actor(driver_name(run_id))
+        ray.get_actor(owner.get("driver") or driver_name(run_id))
         return True
     return False
 
 
-def driver_name(run_id: str) -> str:
-    """The driver actor's name, so an operator (or a test) finds a running federation with ray.get_actor."""
-    return f"crossfed-driver-{run_id}"
+def driver_name(run_key: str) -> str:
+    """The driver actor's name, so an operator (or a test) finds a running federation with ray.get_actor:
+    `run_key` is fresh for every process that runs a federation (the driver starts before the MLflow run,
+    so that the clients' workers start meanwhile), and the run's PROCESS_TAG names the actor."""
+    return f"crossfed-driver-{run_key}"
 
 
 # Keys a resumed run may change: how long it goes on and how it is run, never what it computes.
@@ -118,10 +124,11 @@ RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_t
 
 @contextlib.contextmanager
 def tracking_run(config: RunConfig, mode: str, resume_id: str | None, datasets: dict[str, dict],
-                 parent_run_id: str | None, run_name: str | None):
+                 parent_run_id: str | None, run_name: str | None, driver: str = ""):
     """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params and
     tags are already there. `datasets`: the data's records (`tracking.dataset_records`), made at each
-    client's site: logged as the run's inputs and as fingerprint tags.
+    client's site: logged as the run's inputs and as fingerprint tags. `driver`: the name of the driver
+    actor that runs it (in PROCESS_TAG).
 
     A run to resume that MLflow still shows RUNNING is taken over when the process that ran it is gone,
     and refused while it runs. Either way the run is marked as this process's.
@@ -135,7 +142,7 @@ def tracking_run(config: RunConfig, mode: str, resume_id: str | None, datasets: 
         with tracking.start_run(config, run_name or tracking.run_name(config, mode), mode=mode,
                                 parent_run_id=parent_run_id, nested_tags=data_tags,
                                 description=describe_pretraining(config, mode)) as run:
-            mlflow.set_tag(PROCESS_TAG, json.dumps(this_process()))
+            mlflow.set_tag(PROCESS_TAG, json.dumps(this_process(driver)))
             tracking.log_datasets(datasets)
             yield run
         return
@@ -149,7 +156,7 @@ def tracking_run(config: RunConfig, mode: str, resume_id: str | None, datasets: 
         log.warning("run %s was left RUNNING by process %s on %s, which is gone: taking it over", resume_id,
                     owner.get("pid", "?"), owner.get("host", "?"))
     with mlflow.start_run(run_id=resume_id) as run:
-        mlflow.set_tags({PROCESS_TAG: json.dumps(this_process()), **data_tags})
+        mlflow.set_tags({PROCESS_TAG: json.dumps(this_process(driver)), **data_tags})
         tracking.log_datasets(datasets)  # MLflow keeps one input per dataset and context
         yield run
 
@@ -240,9 +247,17 @@ def run_federation(
         # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
             _check_node_groups(plan)  # the driver checks again, with what is free then
-        datasets = check_data_at_its_site(config, plan)
-        return _run_tracked(config, plan, mode, resume_id, datasets, on_round, placement_group, parent_run_id,
-                            run_name, register_model)
+        # The clients' workers start (the slow part: torch, DeepSpeed, engines, events) while the data is
+        # checked at each site and the MLflow run is made; they write nothing until the run exists.
+        run_key = uuid.uuid4().hex[:16]  # not the run id: a resumed run's old driver may still be named so
+        driver, launched = _launch_driver(config, plan, run_key, placement_group)
+        try:
+            datasets = check_data_at_its_site(config, plan)
+            _get(launched)  # a node group that cannot host its client: before anything is logged too
+            return _run_tracked(config, plan, mode, resume_id, datasets, on_round, (driver, driver_name(run_key)),
+                                parent_run_id, run_name, register_model)
+        finally:
+            _stop_driver(driver)
 
 
 @contextlib.contextmanager
@@ -263,16 +278,17 @@ def interrupted_by_sigterm():
         signal.signal(signal.SIGTERM, before)
 
 
-def _run_tracked(config, plan, mode, resume_id, datasets, on_round, placement_group, parent_run_id, run_name,
+def _run_tracked(config, plan, mode, resume_id, datasets, on_round, named_driver, parent_run_id, run_name,
                  register_model) -> FederationResult:
     import mlflow
 
-    with tracking_run(config, mode, resume_id, datasets, parent_run_id, run_name) as run:
+    driver, name = named_driver
+    with tracking_run(config, mode, resume_id, datasets, parent_run_id, run_name, name) as run:
         run_id = run.info.run_id
         progress = {"round": None}  # the last round known to be committed, for the interruption message
         try:
-            return _run_started(config, plan, run_id, resume_id is not None, on_round, placement_group,
-                                register_model, progress)
+            return _run_started(config, plan, run_id, resume_id is not None, on_round, driver, register_model,
+                                progress)
         except KeyboardInterrupt:
             completed = progress["round"] if progress["round"] is not None else _last_logged_round(run_id)
             stopped = FederationInterrupted(run_id, completed)
@@ -284,15 +300,15 @@ def _run_tracked(config, plan, mode, resume_id, datasets, on_round, placement_gr
             raise
 
 
-def _run_started(config, plan, run_id, resume: bool, on_round, placement_group, register_model,
+def _run_started(config, plan, run_id, resume: bool, on_round, driver, register_model,
                  progress) -> FederationResult:
     import mlflow
 
     location = f"{storage_root(config.output_dir)}/{run_id}"
     mlflow.set_tag("crossfed.storage", location)
     rounds_logged = _last_logged_round(run_id) if resume else 0
-    driver = _start_driver(config, plan, location, run_id, resume, placement_group, rounds_logged)
     try:
+        _start_driver(driver, location, resume, rounds_logged)
         history = _run_rounds(driver, plan, on_round, run_id, progress)
         final = _get(driver.finish.remote())
     except KeyboardInterrupt:
@@ -377,26 +393,25 @@ def _get(ref):
         raise unwrap_ray_error(err) from None
 
 
-def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str, resume: bool, placement_group,
-                  rounds_logged: int):
-    """The driver actor, started, with its notes (damaged rounds skipped) logged. It runs on this process's
-    node, which needs no access to any experiment's data: only the clients (and the checks at their sites
-    before them) read it."""
+def _launch_driver(config: RunConfig, plan: RoundPlan, run_key: str, placement_group):
+    """(the driver actor, the ObjectRef of its `launch`): the clients and their workers starting, before the
+    run exists. It runs on this process's node, which needs no access to any experiment's data: only the
+    clients (and the checks at their sites) read it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_id)).remote(
-        config, plan, location)
-    try:
-        notes = _get(driver.start.remote(resume, placement_group, rounds_logged))
-    except BaseException:
-        _stop_driver(driver)
-        raise
-    for note in notes:
+    driver = driver_actor_class().options(scheduling_strategy=here, name=driver_name(run_key)).remote(
+        config, plan, None, run_key)
+    return driver, driver.launch.remote(placement_group)
+
+
+def _start_driver(driver, location: str, resume: bool, rounds_logged: int) -> None:
+    """Give the launched driver its run: it waits for the clients' workers, then loads or makes the global
+    model; its notes (damaged rounds skipped) are logged."""
+    for note in _get(driver.start.remote(resume, None, rounds_logged, location)):
         log.warning("%s", note)
     _log_client_nodes(driver)
-    return driver
 
 
 def _log_client_nodes(driver) -> None:
@@ -410,10 +425,12 @@ def _log_client_nodes(driver) -> None:
 
 
 def _stop_driver(driver) -> None:
+    """Shut the driver's clients down, then kill it (again: harmless; a driver still waiting for its clients'
+    workers to start waits for them first, see `FederationDriver.shutdown`)."""
     import ray
 
     with contextlib.suppress(Exception):
-        ray.get(driver.shutdown.remote(), timeout=60)
+        ray.get(driver.shutdown.remote(), timeout=180)
     ray.kill(driver, no_restart=True)
 
 

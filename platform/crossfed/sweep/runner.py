@@ -215,7 +215,9 @@ def _search_algorithm(sweep: Sweep):
 
 # -- a trial --------------------------------------------------------------------------------------
 def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id: str) -> None:
-    """One Tune trial: a whole federation that reports every round.
+    """One Tune trial: a whole federation that reports every round whose global model was evaluated (every
+    `federation.evaluate_every` rounds and the last: a report holds the sweep's metric, which Tune requires;
+    ASHA's rungs, counted in rounds, take the first report at or after each rung).
 
     Each report carries a tiny Tune checkpoint naming the federation's MLflow run, so a trial
     interrupted with its sweep continues that same federation from its last completed round.
@@ -227,6 +229,7 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     from ray.util import get_current_placement_group
 
     from crossfed.federation import run_federation
+    from crossfed.federation.driver import evaluation_round
 
     config = config_from_dict(apply_overrides(base_raw, params), source=source)
     trial_id = tune.get_context().get_trial_id()
@@ -237,8 +240,11 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
         resume = _unreported_run(config, parent_run_id, trial_id)
 
     reported = []
+    fed = config.federation
 
     def report(round_index: int, metrics: dict[str, float], run_id: str | None = None) -> None:
+        if not evaluation_round(round_index, fed.evaluate_every, fed.rounds):
+            return
         run_id = run_id or mlflow.active_run().info.run_id  # given once the federation's run has ended
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "federation.json").write_text(json.dumps({"run_id": run_id}))

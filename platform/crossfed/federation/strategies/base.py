@@ -10,7 +10,13 @@ weights in two steps:
 
 Splitting the round there lets central differential privacy add its noise to Δ before the server step
 (`perturb_delta`), so the noise is calibrated to the mean's sensitivity whatever optimiser follows.
-Maths in float64, results float32.
+
+Every state is handled as one flat float32 buffer (`Layout`: the global state's tensors end to end), the
+clients' as the rows of one [clients, parameters] matrix, so that a round is a few vectorised operations
+whatever the number of tensors. float32 is enough for the deltas and their mean (the result is float32,
+and Δ = w_i − w is formed before any sum, so no large weights are summed); float64 is kept where the maths
+needs it: the server optimisers' moment buffers, which accumulate over the whole run (Adagrad's v grows
+without bound, m and v are divided), and the example weights.
 """
 
 from __future__ import annotations
@@ -26,12 +32,55 @@ State = dict[str, np.ndarray]
 
 @dataclass
 class ClientUpdate:
-    """One client's result of a round: its new shared weights after local training."""
+    """One client's result of a round: its new shared weights after local training. `flat`: the same weights
+    as one float32 buffer in the global state's `Layout`, once made (validation makes it, aggregation reuses it)."""
 
     client: str
     state: State
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    flat: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each tensor of a state lies in one flat buffer: the global state's tensors, in its order."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    bounds: tuple[int, ...]  # tensor k is [bounds[k], bounds[k + 1])
+
+    @classmethod
+    def of(cls, state: State) -> Layout:
+        shapes = tuple(tuple(np.shape(value)) for value in state.values())
+        return cls(tuple(state), shapes, tuple(np.cumsum([0, *(int(np.prod(s)) for s in shapes)]).tolist()))
+
+    @property
+    def size(self) -> int:
+        return self.bounds[-1]
+
+    def flatten(self, state: State, out: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+        """The state as one buffer (written into `out` if given): one copy, no temporaries."""
+        out = np.empty(self.size, dtype) if out is None else out
+        for name, start, stop in zip(self.names, self.bounds, self.bounds[1:]):
+            out[start:stop] = np.ravel(state[name])
+        return out
+
+    def unflatten(self, vector: np.ndarray) -> State:
+        """The tensors of a flat buffer, as views into it (no copy)."""
+        return {name: vector[start:stop].reshape(shape)
+                for name, shape, start, stop in zip(self.names, self.shapes, self.bounds, self.bounds[1:])}
+
+    def stack(self, updates: list[ClientUpdate]) -> np.ndarray:
+        """The clients' states as the rows of a new float32 [clients, parameters] matrix (from each update's
+        `flat` where it has one)."""
+        matrix = np.empty((len(updates), self.size), np.float32)
+        for row, update in zip(matrix, updates):
+            if update.flat is not None and update.flat.shape == (self.size,):
+                row[:] = update.flat
+            else:
+                self.flatten(update.state, out=row)
+        return matrix
 
 
 def mismatch(global_state: State, state: State) -> str | None:
@@ -57,17 +106,18 @@ def check_updates(global_state: State, updates: list[ClientUpdate]) -> None:
             raise ValueError(f"update from client {update.client!r} reports {update.num_examples} examples")
 
 
-def deltas(global_state: State, updates: list[ClientUpdate], name: str) -> np.ndarray:
-    """Stack of the clients' deltas for one tensor: shape [n_clients, *tensor shape], float64."""
-    reference = np.asarray(global_state[name], dtype=np.float64)
-    return np.stack([np.asarray(u.state[name], dtype=np.float64) - reference for u in updates])
+def client_deltas(layout: Layout, global_vector: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
+    """The clients' deltas w_i − w, float32 [clients, parameters] (formed in the stacked matrix itself)."""
+    matrix = layout.stack(updates)
+    matrix -= global_vector
+    return matrix
 
 
-def weighted_mean_delta(global_state: State, updates: list[ClientUpdate]) -> State:
-    """Σ_i n_i (w_i − w) / Σ_i n_i, with n_i the client's number of training examples."""
+def weighted_mean(deltas: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
+    """Σ_i n_i Δ_i / Σ_i n_i, with n_i the client's number of training examples (weights normalised in
+    float64, then one float32 matrix-vector product)."""
     weights = np.array([u.num_examples for u in updates], dtype=np.float64)
-    weights /= weights.sum()
-    return {name: np.tensordot(weights, deltas(global_state, updates, name), axes=1) for name in global_state}
+    return (weights / weights.sum()).astype(np.float32) @ deltas
 
 
 class Strategy(ABC):
@@ -92,22 +142,24 @@ class Strategy(ABC):
         """
         if perturb_delta is not None and not self.mean_based:
             raise ValueError(f"strategy {self.name!r} is not a mean of updates; its delta cannot be noised for DP")
+        layout = Layout.of(global_state)
+        global_vector = layout.flatten(global_state)
         if updates or perturb_delta is None:
             check_updates(global_state, updates)
-            delta = self.combine(global_state, updates)
+            delta = self.combine(client_deltas(layout, global_vector, updates), updates)
         else:
-            delta = {name: np.zeros(np.shape(value)) for name, value in global_state.items()}
+            delta = np.zeros(layout.size, np.float32)
         if perturb_delta is not None:
-            delta = perturb_delta(delta)
-        new_state = self.step(global_state, delta)
-        return {name: np.asarray(new_state[name], dtype=np.float32) for name in global_state}
+            delta = layout.flatten(perturb_delta(layout.unflatten(delta)), dtype=np.float64)
+        return layout.unflatten(self.step(layout, global_vector, delta).astype(np.float32, copy=False))
 
     @abstractmethod
-    def combine(self, global_state: State, updates: list[ClientUpdate]) -> State:
-        """The aggregate delta Δ (float64) the server step applies."""
+    def combine(self, deltas: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
+        """The aggregate delta Δ, flat, from the clients' deltas (float32 [clients, parameters])."""
 
-    def step(self, global_state: State, delta: State) -> State:
-        return {name: np.asarray(global_state[name], dtype=np.float64) + delta[name] for name in global_state}
+    def step(self, layout: Layout, global_vector: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """The next global weights, flat: w + Δ."""
+        return global_vector + delta
 
     def client_options(self) -> dict:
         """Keyword arguments every client passes to its local `train` (FedProx: proximal_mu)."""
@@ -124,37 +176,47 @@ class Strategy(ABC):
 class ServerOptimizer(Strategy):
     """Weighted-mean delta as a pseudo-gradient, stepped by a server optimiser holding moment buffers.
 
-    Subclasses implement `server_update(name, delta)`, keeping their buffers via `buffer(...)`.
-    Moments start at zero (as in Flower) and are created on the first round.
+    Subclasses implement `server_update(delta)` on the flat float64 delta, keeping their buffers via
+    `buffer(...)`. Moments start at zero (as in Flower) and are created on the first round; they are saved
+    per tensor (`state_dict`), whatever the layout.
     """
 
     def __init__(self, server_lr: float):
         self.server_lr = server_lr
-        self.moments: dict[str, State] = {}  # buffer name (m, v) -> tensor name -> array
+        self.moments: dict[str, np.ndarray] = {}  # buffer name (m, v) -> flat float64 buffer
+        self.saved: dict[str, State] = {}  # buffers loaded per tensor, flattened once the layout is known
+        self.layout: Layout | None = None
 
-    def combine(self, global_state: State, updates: list[ClientUpdate]) -> State:
-        return weighted_mean_delta(global_state, updates)
+    def combine(self, deltas: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
+        return weighted_mean(deltas, updates)
 
-    def buffer(self, buffer_name: str, name: str, like: np.ndarray) -> np.ndarray:
-        return self.moments.setdefault(buffer_name, {}).setdefault(name, np.zeros_like(like, dtype=np.float64))
+    def buffer(self, buffer_name: str) -> np.ndarray:
+        if buffer_name not in self.moments:
+            saved = self.saved.pop(buffer_name, None)
+            self.moments[buffer_name] = (self.layout.flatten(saved, dtype=np.float64) if saved is not None
+                                         else np.zeros(self.layout.size, np.float64))
+        return self.moments[buffer_name]
 
-    def step(self, global_state: State, delta: State) -> State:
-        return {
-            name: np.asarray(global_state[name], dtype=np.float64) + self.server_update(name, delta[name])
-            for name in global_state
-        }
+    def step(self, layout: Layout, global_vector: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        if self.layout is not None and self.layout != layout:
+            raise ValueError("the global state's tensors changed between rounds; the server optimiser's moments "
+                             "no longer fit")
+        self.layout = layout
+        return global_vector + self.server_update(np.asarray(delta, np.float64))
 
     @abstractmethod
-    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
-        """Update the moment buffers of tensor `name` with its delta; return the change to the weights."""
+    def server_update(self, delta: np.ndarray) -> np.ndarray:
+        """Update the moment buffers with the flat delta; return the change to the weights."""
 
     def state_dict(self) -> dict:
-        return {"moments": {b: {n: a.copy() for n, a in tensors.items()} for b, tensors in self.moments.items()}}
+        moments = {b: {n: a.copy() for n, a in self.layout.unflatten(vector).items()}
+                   for b, vector in self.moments.items()}
+        return {"moments": {**{b: dict(t) for b, t in self.saved.items()}, **moments}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.moments = {
-            b: {n: np.array(a, dtype=np.float64) for n, a in tensors.items()} for b, tensors in state["moments"].items()
-        }
+        self.moments, self.layout = {}, None
+        self.saved = {b: {n: np.array(a, dtype=np.float64) for n, a in tensors.items()}
+                      for b, tensors in state["moments"].items()}
 
 
 class AdaptiveServerOptimizer(ServerOptimizer):
@@ -168,9 +230,10 @@ class AdaptiveServerOptimizer(ServerOptimizer):
         super().__init__(server_lr)
         self.beta1, self.tau = beta1, tau
 
-    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
-        m, v = self.buffer("m", name, delta), self.buffer("v", name, delta)
-        m[...] = self.beta1 * m + (1 - self.beta1) * delta
+    def server_update(self, delta: np.ndarray) -> np.ndarray:
+        m, v = self.buffer("m"), self.buffer("v")
+        m *= self.beta1
+        m += (1 - self.beta1) * delta
         self.update_second_moment(v, delta**2)
         return self.server_lr * m / (np.sqrt(v) + self.tau)
 

@@ -16,8 +16,8 @@ class FedAvgM(ServerOptimizer):
         super().__init__(server_lr)
         self.server_momentum = server_momentum
 
-    def server_update(self, name: str, delta: np.ndarray) -> np.ndarray:
-        velocity = self.buffer("velocity", name, delta)
+    def server_update(self, delta: np.ndarray) -> np.ndarray:
+        velocity = self.buffer("velocity")
         velocity *= self.server_momentum
         velocity += delta
         return self.server_lr * velocity

@@ -6,12 +6,12 @@ which defeats its purpose (robustness to a few bad updates).
 
 import numpy as np
 
-from crossfed.federation.strategies.base import State, Strategy, deltas
+from crossfed.federation.strategies.base import Strategy
 
 
 class FedMedian(Strategy):
     name = "fedmedian"
     mean_based = False
 
-    def combine(self, global_state: State, updates) -> State:
-        return {name: np.median(deltas(global_state, updates, name), axis=0) for name in global_state}
+    def combine(self, deltas: np.ndarray, updates) -> np.ndarray:
+        return np.median(deltas, axis=0)

@@ -4,7 +4,7 @@ smallest client values (floor(trim_fraction·n) each end) and average the rest, 
 
 import numpy as np
 
-from crossfed.federation.strategies.base import State, Strategy, deltas
+from crossfed.federation.strategies.base import Strategy
 
 
 class TrimmedMean(Strategy):
@@ -14,9 +14,7 @@ class TrimmedMean(Strategy):
     def __init__(self, trim_fraction: float):
         self.trim_fraction = trim_fraction
 
-    def combine(self, global_state: State, updates) -> State:
+    def combine(self, deltas: np.ndarray, updates) -> np.ndarray:
         cut = int(self.trim_fraction * len(updates))  # trim_fraction < 0.5 keeps at least one value
-        kept = slice(cut, len(updates) - cut)
-        return {
-            name: np.sort(deltas(global_state, updates, name), axis=0)[kept].mean(axis=0) for name in global_state
-        }
+        deltas.sort(axis=0)  # in place: the matrix is this round's own
+        return deltas[cut:len(updates) - cut].mean(axis=0)
