@@ -253,8 +253,19 @@ def log_datasets(records: dict[str, dict]) -> None:
     """Each dataset of `dataset_records` as an input of the active run, named `<experiment>.<part>` with
     context `pretrain`, `finetune.signal` or `finetune.background`: the UI's Datasets column. Only the
     record travels; the events stay at their site."""
+    from mlflow.exceptions import MlflowException
+
     for key, record in records.items():
-        mlflow.log_input(EventDataset(key, record), context=key.split(".", 1)[1])
+        dataset, context = EventDataset(key, record), key.split(".", 1)[1]
+        for attempt in range(3):
+            try:
+                mlflow.log_input(dataset, context=context)
+                break
+            except MlflowException as err:
+                # Runs logging the same dataset at once (a study's concurrent pre-trainings) race in MLflow's
+                # SQL store: it looks the dataset up, then inserts it. The loser retries, and finds it.
+                if "IntegrityError" not in str(err) or attempt == 2:
+                    raise
 
 
 @contextlib.contextmanager

@@ -158,3 +158,38 @@ def test_a_model_of_another_preset_names_both_presets(pretrained, tmp_path):
     with pytest.raises(CrossfedError, match=r"bare.npz is a 'tiny' model, the config's model.preset is 'kishimoto"):
         check_model_settings(resolve_model_source(str(tmp_path / "bare.npz"), "cms"), wide)
     check_model_settings(resolve_model_source(run_id, "cms"), config_for())  # the same settings pass
+
+
+def test_runs_logging_the_same_dataset_at_once_all_record_it(tmp_path, monkeypatch):
+    """A study's pre-trainings run concurrently and log the same pools: MLflow's SQL store looks a dataset
+    up, then inserts it, so two runs can race to insert it; every run must still end up with its input."""
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    with uproot.recreate(tmp_path / "events.root") as file:
+        file["Events"] = {"MET_pt": np.ones(3, dtype=np.float32)}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'race.db'}")
+    experiment_id = mlflow.set_experiment("race").experiment_id
+    records = tracking.dataset_records(config_for())
+    barrier, errors, run_ids = threading.Barrier(6), [], []
+
+    def one():
+        try:
+            with mlflow.start_run() as run:
+                run_ids.append(run.info.run_id)
+                barrier.wait(timeout=60)
+                tracking.log_datasets(records)
+        except Exception as err:  # noqa: BLE001 - collected for the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == sorted(records), run_id
+    assert len(client.search_runs([experiment_id])) == 6
