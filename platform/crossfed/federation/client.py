@@ -56,6 +56,7 @@ class FederationClient:
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
         self.footprint_totals: dict[str, float] = {}  # device-hours and energy, training and evaluation
+        self.system_monitor = None
 
     def check_storage(self) -> None:
         """Before any training, from this client's node: check that the run storage is reachable from here
@@ -261,8 +262,27 @@ class FederationClient:
         """This client's device-hours (and energy where the hardware reports it) so far."""
         return dict(self.footprint_totals)
 
+    def monitor_system(self, run_id: str, tracking_uri: str) -> None:
+        """Log this client's node's CPU, memory, disk, network and (with pynvml, the `gpu` extra) GPU use into
+        the run, as system/<client name>/..., from this actor on the node: MLflow's system-metrics monitor,
+        sampling every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10) until `shutdown`."""
+        import logging
+
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines on the console
+        if self.system_monitor is None:
+            # resume_logging: a resumed run's or a rejoined client's samples continue the steps logged before
+            self.system_monitor = SystemMetricsMonitor(run_id, node_id=self.name, tracking_uri=tracking_uri,
+                                                       resume_logging=True)
+            self.system_monitor.start()
+
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
+
+        if self.system_monitor is not None:
+            self.system_monitor.finish()
+            self.system_monitor = None
 
         if self.workers is not None:
             self.workers.shutdown()

@@ -378,6 +378,7 @@ def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str
     """The driver actor, started, with its notes (damaged rounds skipped) logged. It runs on this process's
     node, which needs no access to any experiment's data: only the clients (and the checks at their sites
     before them) read it."""
+    import mlflow
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -392,6 +393,7 @@ def _start_driver(config: RunConfig, plan: RoundPlan, location: str, run_id: str
     for note in notes:
         log.warning("%s", note)
     _log_client_nodes(driver)
+    _get(driver.monitor_system.remote(run_id, mlflow.get_tracking_uri()))  # the store this process logs to
     return driver
 
 
