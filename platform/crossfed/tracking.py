@@ -120,10 +120,15 @@ def source_tags() -> dict[str, str]:
 
 
 def run_tags(description: str) -> dict[str, str]:
-    """What every crossfed run carries: the software versions, the source (`source_tags`) and its
-    description, which the MLflow UI shows on the run's page."""
+    """What every crossfed run carries: the software versions, the source (`source_tags`), who started it
+    and its description, which the MLflow UI shows on the run's page (`MlflowClient.create_run`, unlike
+    `mlflow.start_run`, adds no user of its own)."""
+    import getpass
+
     tags = {f"crossfed.version.{k}": v for k, v in software_versions().items()}
     tags.update(source_tags())
+    with contextlib.suppress(Exception):  # a container's user may have no name
+        tags["mlflow.user"] = getpass.getuser()
     tags["mlflow.note.content"] = description
     return tags
 
