@@ -272,9 +272,14 @@ class FederationClient:
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines on the console
         if self.system_monitor is None:
-            # resume_logging: a resumed run's or a rejoined client's samples continue the steps logged before
+            # A resumed run's or a rejoined client's samples continue after the steps the run holds (MLflow's
+            # resume counts every client's); a client's first samples start at step 0.
+            from mlflow import MlflowClient
+
+            logged = MlflowClient(tracking_uri).get_run(run_id).data.metrics
+            resume = any(key.startswith(f"system/{self.name}/") for key in logged)
             self.system_monitor = SystemMetricsMonitor(run_id, node_id=self.name, tracking_uri=tracking_uri,
-                                                       resume_logging=True)
+                                                       resume_logging=resume)
             self.system_monitor.start()
 
     def shutdown(self) -> None:
