@@ -16,6 +16,8 @@ round it keeps needs it (`prune`).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from crossfed.config import ClusterConfig, RunConfig
@@ -282,12 +284,21 @@ class FederationClient:
                                                        resume_logging=resume)
             self.system_monitor.start()
 
+    def _stop_system_monitor(self) -> None:
+        """Stop the monitor, logging the samples taken since its last log: MLflow's drops them, so a run
+        shorter than one sampling interval would have no system metrics at all."""
+        monitor, self.system_monitor = self.system_monitor, None
+        monitor.finish()
+        with contextlib.suppress(Exception):  # the run may be gone; system metrics are not worth an error
+            if unlogged := monitor.aggregate_metrics():
+                monitor.publish_metrics(unlogged)
+                monitor.mlflow_logger.flush()
+
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
         if self.system_monitor is not None:
-            self.system_monitor.finish()
-            self.system_monitor = None
+            self._stop_system_monitor()
 
         if self.workers is not None:
             self.workers.shutdown()
