@@ -118,6 +118,20 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+def run_tags(description: str) -> dict[str, str]:
+    """What every crossfed run carries: the software versions, the source (`source_tags`), who started it
+    and its description, which the MLflow UI shows on the run's page (`MlflowClient.create_run`, unlike
+    `mlflow.start_run`, adds no user of its own)."""
+    import getpass
+
+    tags = {f"crossfed.version.{k}": v for k, v in software_versions().items()}
+    tags.update(source_tags())
+    with contextlib.suppress(Exception):  # a container's user may have no name
+        tags["mlflow.user"] = getpass.getuser()
+    tags["mlflow.note.content"] = description
+    return tags
+
+
 def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
     """The dataset's files as the reader expands them (globs, URLs kept), sorted; errors name `where`."""
     from crossfed.data.reader import expand_files
@@ -286,9 +300,7 @@ def start_run(
     """
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)
-    tags = {f"crossfed.version.{k}": v for k, v in software_versions().items()}
-    tags.update(source_tags())
-    tags["mlflow.note.content"] = description or f"crossfed {mode or 'run'} of config {config.name!r}"
+    tags = run_tags(description or f"crossfed {mode or 'run'} of config {config.name!r}")
     if mode:
         tags["crossfed.mode"] = mode
     tags.update(nested_tags or {})

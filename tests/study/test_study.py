@@ -24,9 +24,9 @@ pytestmark = pytest.mark.timeout(2400)
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar per downloaded artifact otherwise
 
 
-def crossfed(*args, cwd, timeout=2400):
+def crossfed(*args, cwd, timeout=2400, env=None):
     return subprocess.run([sys.executable, "-m", "crossfed", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def reduced_study(samples, cache_dir) -> dict:
@@ -61,7 +61,10 @@ def study_run(samples, tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     (root / "reduced.yaml").write_text(yaml.safe_dump(reduced_study(samples, root / "cache")))
-    done = crossfed("study", root / "reduced.yaml", "--workdir", root / "work", "--tracking-uri", uri, cwd=root)
+    # The clients' system-metrics monitors sample every second (MLflow's default is 10 s), so that even these
+    # short pre-trainings log some.
+    done = crossfed("study", root / "reduced.yaml", "--workdir", root / "work", "--tracking-uri", uri, cwd=root,
+                    env={**os.environ, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     (results,) = (root / "work" / "reports").glob("*/results.json")
     return dict(root=root, uri=uri, stdout=done.stdout, stderr=done.stderr, results=json.loads(results.read_text()),
@@ -246,3 +249,227 @@ def test_report_of_an_unknown_run_is_one_line_and_exit_2(study_run, tmp_path):
     missing = crossfed("report", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr
     assert not (tmp_path / "none.db").exists(), "a report must not create an empty store"
+
+
+# --- what the MLflow UI shows of a study --------------------------------------------------------------------
+
+def study_runs(study_run) -> dict[str, list]:
+    """Every run of the study's store, by crossfed.kind."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(study_run["uri"])
+    experiment = client.get_run(study_run["results"]["parent_run_id"]).info.experiment_id
+    runs: dict[str, list] = {}
+    for run in client.search_runs([experiment], max_results=50_000):
+        runs.setdefault(run.data.tags.get(rep.KIND), []).append(run)
+    return runs
+
+
+def test_the_parent_run_carries_the_question_the_answer_and_the_tables(study_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(study_run["uri"])
+    parent = client.get_run(study_run["results"]["parent_run_id"])
+    description = parent.data.tags["mlflow.note.content"]
+    assert description.startswith("Study reduced: does pre-training on ") and "together, federated" in description
+    assert "cms" in description and "atlas" in description
+    differences = study_run["results"]["differences"]
+    fed_local = [d for d in differences if d["comparison"] == "federated-local"]
+    better = sum(d["auc_difference_low"] > 0 for d in fed_local)
+    worse = sum(d["auc_difference_high"] < 0 for d in fed_local)
+    assert (f"federated better than local in {better} of {len(fed_local)} comparisons, worse in {worse}, "
+            f"no significant difference in {len(fed_local) - better - worse}") in description
+    assert "Indicative only" in description and "\n" not in description  # one paragraph
+    # The study's settings as params, as study.yaml spells them.
+    params = parent.data.params
+    assert params["repeats.pretrain_seeds"] == "2" and params["repeats.finetune_seeds"] == "2"
+    assert params["scenarios.symmetric.events"] == "240" and params["model.preset"] == "tiny"
+    assert params["finetune.labelled_events"] == "[40, 80]"
+    # Summary metrics, the results as MLflow tables (the UI lists them in mlflow.loggedArtifacts).
+    cell = study_run["results"]["cells"][0]
+    key = f"{cell['scenario']}/{cell['task']}/{cell['experiment']}/{cell['method']}/{cell['labelled_events']}"
+    assert parent.data.metrics[f"auc/{key}/mean"] == pytest.approx(cell["auc_mean"])
+    if "rejection_0.3_mean" in cell:
+        assert parent.data.metrics[f"rejection_0.3/{key}/mean"] == pytest.approx(cell["rejection_0.3_mean"])
+    logged = {entry["path"]: entry["type"] for entry in json.loads(parent.data.tags["mlflow.loggedArtifacts"])}
+    assert logged == dict.fromkeys(rep.TABLES.values(), "table")
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, rep.TABLES["cells"],
+                                                      str(study_run["root"] / "tables"))).read_text())
+    assert len(table["data"]) == len(study_run["results"]["cells"])
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert row["auc_mean"] == pytest.approx(cell["auc_mean"]) and row["method"] == cell["method"]
+
+
+def test_every_run_has_a_description_and_the_crossfed_version(study_run):
+    from crossfed import __version__
+
+    runs = [run for kind in study_runs(study_run).values() for run in kind]
+    assert len(runs) > 100
+    for run in runs:
+        tags = run.data.tags
+        assert tags.get("mlflow.note.content", "").strip(), (run.info.run_name, "no description")
+        assert tags.get("crossfed.version") == __version__, run.info.run_name
+
+
+def test_fine_tune_runs_record_their_settings_source_model_and_real_duration(study_run):
+    """One run per fine-tuning under its job's run: params, the pre-training run it started from (tag and
+    param), the per-epoch losses as series, opened before it trained (its duration holds the training)."""
+    study = study_run["study"]
+    by_kind = study_runs(study_run)
+    jobs_ = {run.info.run_id: run for run in by_kind["finetune"]}
+    pretrains = {run.info.run_id: run for run in by_kind["pretrain"]}
+    singles = by_kind["finetune-single"]
+    setups = plan.setups(study)
+    per_setup = sum(len(study.experiments) if s.method == "scratch" else len(s.experiments) for s in setups)
+    assert len(jobs_) == per_setup
+    assert len(singles) == per_setup * len(study.tasks) * 2 * study.repeats.finetune_seeds
+    epochs = study.finetune.epochs
+    for run in singles:
+        params, tags = run.data.params, run.data.tags
+        assert params["finetune.lr"] == str(study.finetune.lr) and params["finetune.epochs"] == str(epochs)
+        assert params["finetune.mode"] in ("frozen", "full") and params["labelled_events"] in ("40", "80")
+        assert int(params["seed"]) >= 0 and params["task"] in study.tasks
+        assert tags["crossfed.source_model"] == params["source_model"]
+        job = jobs_[tags[rep.PARENT]]
+        setup = plan.Setup.from_tags(tags)
+        if setup.method == "scratch":
+            assert params["source_model"] == "none" and params["finetune.mode"] == "full"
+        else:
+            source = pretrains[params["source_model"]]  # the pre-training run of the same setup
+            assert plan.Setup.from_tags(source.data.tags) == setup
+            assert job.data.params["source_model"] == params["source_model"]
+        assert job.info.start_time <= run.info.start_time <= run.info.end_time <= job.info.end_time
+        assert run.data.metrics["auc"] > 0 and run.info.status == "FINISHED"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(study_run["uri"])
+    run = singles[0]
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, epochs + 1))
+    # Opened before training: the run's time covers its epochs (their losses carry when they were logged).
+    assert run.info.start_time <= history[0].timestamp and history[-1].timestamp <= run.info.end_time
+
+
+def test_no_metric_logged_once_is_a_series_and_clients_log_system_metrics(study_run):
+    """A value logged once is a summary (step 0), never a one-point series; per-round and per-epoch metrics
+    have a point per round or epoch. Each pre-training client logged its node's system metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(study_run["uri"])
+    by_kind = study_runs(study_run)
+    checked = [run for kind in ("study", "pretrain", "finetune") for run in by_kind[kind]] + by_kind["finetune-single"][:20]
+    for run in checked:
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            if len(steps) == 1:
+                assert steps == [0], (run.info.run_name, key, steps)
+            elif not key.startswith("system/"):
+                assert len(set(steps)) == len(steps) > 1 and min(steps) >= 1, (run.info.run_name, key, steps)
+    for run in by_kind["pretrain"]:
+        clients = {k.split(".")[2] for k in run.data.tags if k.startswith("crossfed.client.") and k.endswith(".node")}
+        assert clients, run.info.run_name
+        for name in clients:
+            assert f"system/{name}/cpu_utilization_percentage" in run.data.metrics, (run.info.run_name, name)
+            assert f"system/{name}/system_memory_usage_megabytes" in run.data.metrics, (run.info.run_name, name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_ui(study_run, tmp_path):
+    """`mlflow server` on the study's store, on a free port; its base URL."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", study_run["uri"],
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=study_run["root"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+@pytest.mark.browser
+def test_the_mlflow_ui_shows_results_source_models_and_model_version_tags(study_run, mlflow_ui, tmp_path):
+    """Headless Chromium (Debian's `chromium`, driven by Playwright through executable_path, nothing
+    downloaded) on `mlflow server` over the study's store: the parent run's page shows metrics and the
+    description; a fine-tuning run's page its parameters and source model; a registered version's page its
+    tags. Screenshots of the three pages: tmp_path/ui-*.png, and copied into $CROSSFED_TEST_ARTIFACTS when set."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium); the browser test needs it")
+    import mlflow
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    from crossfed import tracking
+
+    client = MlflowClient(study_run["uri"])
+    parent = client.get_run(study_run["results"]["parent_run_id"])
+    experiment = parent.info.experiment_id
+    by_kind = study_runs(study_run)
+    single = next(r for r in by_kind["finetune-single"] if r.data.params["source_model"] != "none")
+    pretrain = next(r for r in by_kind["pretrain"] if r.data.tags["crossfed.method"] == "federated")
+    mlflow.set_tracking_uri(study_run["uri"])
+    version = tracking.register_model(pretrain.info.run_id, "model", "reduced-ui-test")
+    shots = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # the UI loads slowly on a busy 2-core machine
+
+        page.goto(f"{mlflow_ui}/#/experiments/{experiment}/runs/{parent.info.run_id}")
+        expect(page.get_by_text("Study reduced: does pre-training on").first).to_be_visible()
+        expect(page.get_by_text("Answer (paired AUC differences").first).to_be_visible()
+        expect(page.get_by_text(f"Metrics ({len(parent.data.metrics)})", exact=True).first).to_be_visible()
+        expect(page.get_by_text(f"Parameters ({len(parent.data.params)})", exact=True).first).to_be_visible()
+        shots.append(tmp_path / "ui-parent-run.png")
+        page.screenshot(path=shots[-1], full_page=True)
+
+        page.goto(f"{mlflow_ui}/#/experiments/{experiment}/runs/{single.info.run_id}")
+        expect(page.get_by_text(f"Parameters ({len(single.data.params)})", exact=True).first).to_be_visible()
+        expect(page.get_by_text("finetune.lr", exact=True).first).to_be_visible()
+        expect(page.get_by_text("source_model", exact=True).first).to_be_visible()
+        expect(page.get_by_text(single.data.params["source_model"], exact=True).first).to_be_visible()
+        shots.append(tmp_path / "ui-finetune-run.png")
+        page.screenshot(path=shots[-1], full_page=True)
+
+        page.goto(f"{mlflow_ui}/#/models/reduced-ui-test/versions/{version}")
+        for key, value in tracking.model_version_tags(pretrain).items():
+            expect(page.get_by_text(key, exact=True).first).to_be_visible()
+            expect(page.get_by_text(value, exact=True).first).to_be_visible()
+        shots.append(tmp_path / "ui-model-version.png")
+        page.screenshot(path=shots[-1], full_page=True)
+        browser.close()
+    keep = os.environ.get("CROSSFED_TEST_ARTIFACTS")
+    for shot in shots:
+        assert_valid_png(shot)
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(keep) / shot.name)

@@ -17,6 +17,7 @@ round it keeps needs it (`prune`).
 from __future__ import annotations
 
 import time
+import contextlib
 
 import numpy as np
 
@@ -63,6 +64,7 @@ class FederationClient:
         self.footprint_totals: dict[str, float] = {}
         self.footprint_counts: dict[str, int] = {}  # how many calls measured each
         self.footprint_calls = 0
+        self.system_monitor = None
 
     def _use_run(self, run_location: str) -> None:
         self.run = Storage(run_location)
@@ -278,8 +280,41 @@ class FederationClient:
         return {key: value for key, value in self.footprint_totals.items()
                 if self.footprint_counts[key] == self.footprint_calls}
 
+    def monitor_system(self, run_id: str, tracking_uri: str) -> None:
+        """Log this client's node's CPU, memory, disk, network and (with pynvml, the `gpu` extra) GPU use into
+        the run, as system/<client name>/..., from this actor on the node: MLflow's system-metrics monitor,
+        sampling every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10) until `shutdown`."""
+        import logging
+
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines on the console
+        if self.system_monitor is None:
+            # A resumed run's or a rejoined client's samples continue after the steps the run holds (MLflow's
+            # resume counts every client's); a client's first samples start at step 0.
+            from mlflow import MlflowClient
+
+            logged = MlflowClient(tracking_uri).get_run(run_id).data.metrics
+            resume = any(key.startswith(f"system/{self.name}/") for key in logged)
+            self.system_monitor = SystemMetricsMonitor(run_id, node_id=self.name, tracking_uri=tracking_uri,
+                                                       resume_logging=resume)
+            self.system_monitor.start()
+
+    def _stop_system_monitor(self) -> None:
+        """Stop the monitor, logging the samples taken since its last log: MLflow's drops them, so a run
+        shorter than one sampling interval would have no system metrics at all."""
+        monitor, self.system_monitor = self.system_monitor, None
+        monitor.finish()
+        with contextlib.suppress(Exception):  # the run may be gone; system metrics are not worth an error
+            if unlogged := monitor.aggregate_metrics():
+                monitor.publish_metrics(unlogged)
+                monitor.mlflow_logger.flush()
+
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
+
+        if self.system_monitor is not None:
+            self._stop_system_monitor()
 
         if self.workers is not None:
             self.workers.shutdown()

@@ -231,6 +231,7 @@ class FederationDriver:
         self.history: list[dict] = []
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
+        self.system_metrics: tuple[str, str] | None = None  # (run id, tracking URI) once `monitor_system` is on
 
     def launch(self, placement_group=None) -> None:
         """Create the clients and have them start their workers, without waiting: the slow part of
@@ -362,6 +363,14 @@ class FederationDriver:
     def client_handles(self) -> dict:
         return dict(self.clients)
 
+    def monitor_system(self, run_id: str, tracking_uri: str) -> None:
+        """Every client logs its node's system metrics into the run (`FederationClient.monitor_system`);
+        clients that rejoin later do too."""
+        import ray
+
+        self.system_metrics = (run_id, tracking_uri)
+        ray.get([client.monitor_system.remote(run_id, tracking_uri) for client in self.clients.values()])
+
     def client_nodes(self) -> dict[str, dict]:
         """Each client's node and its ranks' nodes, as the actors themselves report them."""
         import ray
@@ -472,6 +481,8 @@ class FederationDriver:
             try:
                 self.client_groups[name] = ray.get(client.start.remote(self.run_key))
                 ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
+                if self.system_metrics:
+                    ray.get(client.monitor_system.remote(*self.system_metrics))
             except Exception as err:  # noqa: BLE001 - tried again at the next round
                 log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)
                 with contextlib.suppress(Exception):

@@ -308,7 +308,7 @@ def _run_started(config, plan, run_id, resume: bool, on_round, driver, register_
     mlflow.set_tag("crossfed.storage", location)
     rounds_logged = _last_logged_round(run_id) if resume else 0
     try:
-        _start_driver(driver, location, resume, rounds_logged)
+        _start_driver(driver, run_id, location, resume, rounds_logged)
         history = _run_rounds(driver, plan, on_round, run_id, progress)
         final = _get(driver.finish.remote())
     except KeyboardInterrupt:
@@ -406,12 +406,16 @@ def _launch_driver(config: RunConfig, plan: RoundPlan, run_key: str, placement_g
     return driver, driver.launch.remote(placement_group)
 
 
-def _start_driver(driver, location: str, resume: bool, rounds_logged: int) -> None:
+def _start_driver(driver, run_id: str, location: str, resume: bool, rounds_logged: int) -> None:
     """Give the launched driver its run: it waits for the clients' workers, then loads or makes the global
-    model; its notes (damaged rounds skipped) are logged."""
+    model; its notes (damaged rounds skipped) are logged. Each client then logs its node's system metrics
+    into the run."""
+    import mlflow
+
     for note in _get(driver.start.remote(resume, None, rounds_logged, location)):
         log.warning("%s", note)
     _log_client_nodes(driver)
+    _get(driver.monitor_system.remote(run_id, mlflow.get_tracking_uri()))  # the store this process logs to
 
 
 def _log_client_nodes(driver) -> None:

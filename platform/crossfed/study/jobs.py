@@ -5,6 +5,10 @@ experiment's site (its node group) on its own labelled events.
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from crossfed.config import RunConfig, config_from_dict
@@ -68,27 +72,131 @@ def labelled_task_events(config: RunConfig, experiment: str, data: ExperimentDat
             for task, (signal, background) in tasks.items()}, processes
 
 
-def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: ExperimentData,
-                 tasks: dict[str, tuple[str, str]], ladder: list[int], seeds: list[int]) -> dict:
-    """Fine-tune `state` (None: from scratch) on every task × ladder point × seed; per (task, ladder point)
-    the per-run metrics, the runs' mean DeLong components and their background rejection on a grid."""
-    import torch
+@dataclass
+class RunLog:
+    """Where a fine-tuning job records itself: its MLflow run (a child of the study's), opened by the job
+    when it starts, and under it one run per fine-tuning, opened before that fine-tuning trains.
+    `source_model`: the pre-training run id the job's model comes from, or "none" (scratch)."""
 
-    from crossfed.train.finetune import encode_events, finetune
+    uri: str
+    experiment_id: str
+    parent_id: str
+    name: str  # the job run's name: finetune/<setup>/<experiment>
+    study: str
+    source_model: str
+    source_file: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # every run's: versions, source, the setup's
+
+
+JOB_KIND, SINGLE_KIND = "finetune", "finetune-single"  # crossfed.kind of a job's run and of each fine-tuning's
+
+
+def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: ExperimentData,
+                 tasks: dict[str, tuple[str, str]], ladder: list[int], seeds: list[int],
+                 log: RunLog) -> tuple[str, dict]:
+    """Fine-tune `state` (None: from scratch) on every task × ladder point × seed; per (task, ladder point)
+    the per-run metrics, the runs' mean DeLong components and their background rejection on a grid.
+    Returns the job's run id (left RUNNING: the caller logs the results into it and ends it) and the results;
+    on an error the job's runs end FAILED."""
+    import torch
+    from mlflow import MlflowClient
+
+    from crossfed.train.finetune import encode_events
 
     torch.set_num_threads(1)  # one core per job; Ray runs as many jobs as there are CPUs
-    per_task, processes = labelled_task_events(config, experiment, data, tasks)
-    encoded = {}
-    if config.finetune.mode == "frozen":  # the encoder never changes: every event is encoded once
-        encoded = {p: encode_events(config, experiment, state, events) for p, events in processes.items()}
-    results = {}
-    for task, (signal, background) in tasks.items():
-        features = np.concatenate([encoded[signal], encoded[background]]) if encoded else None
-        for n in ladder:
-            runs = [finetune(config, experiment, n, state, data=per_task[task], seed=seed, features=features)
-                    for seed in seeds]
-            results[(task, n)] = summarise(runs)
-    return results
+    client = MlflowClient(log.uri)
+    job_id = _open_job_run(client, config, experiment, tasks, ladder, seeds, log)
+    try:
+        per_task, processes = labelled_task_events(config, experiment, data, tasks)
+        encoded = {}
+        if config.finetune.mode == "frozen":  # the encoder never changes: every event is encoded once
+            encoded = {p: encode_events(config, experiment, state, events) for p, events in processes.items()}
+        results = {}
+        for task, (signal, background) in tasks.items():
+            features = np.concatenate([encoded[signal], encoded[background]]) if encoded else None
+            for n in ladder:
+                runs = [_logged_finetune(client, job_id, log, config, experiment, task, n, seed, state,
+                                         per_task[task], features) for seed in seeds]
+                results[(task, n)] = summarise(runs)
+    except BaseException:
+        client.set_terminated(job_id, "FAILED")
+        raise
+    return job_id, results
+
+
+def _finetune_params(config: RunConfig) -> dict[str, str]:
+    """The fine-tuning settings a run records (the ladder is the job's, each run has its own point)."""
+    from crossfed.tracking import flatten
+
+    return flatten({"finetune": config.finetune.model_dump(mode="json", exclude={"labelled_events", "checkpoint"})})
+
+
+def _open_job_run(client, config: RunConfig, experiment: str, tasks: dict, ladder: list[int], seeds: list[int],
+                  log: RunLog) -> str:
+    from crossfed.study.report import EXPERIMENT, KIND, PARENT
+
+    start = "from scratch" if log.source_model == "none" else f"from pre-training run {log.source_model}"
+    description = (f"Study {log.study}: {experiment}'s classifier fine-tuned {start} on {', '.join(tasks)} with "
+                   f"{', '.join(map(str, ladder))} labelled events, fine-tuning seeds {', '.join(map(str, seeds))} "
+                   f"({config.finetune.mode}); each fine-tuning is a child run, the results of all are in "
+                   f"finetune.npz.")
+    run = client.create_run(log.experiment_id, run_name=log.name, tags={
+        **log.tags, PARENT: log.parent_id, KIND: JOB_KIND, EXPERIMENT: experiment,
+        "crossfed.source_model": log.source_model, "mlflow.note.content": description})
+    params = {**_finetune_params(config), "experiment": experiment, "tasks": ",".join(tasks),
+              "labelled_events": json.dumps(ladder), "seeds": json.dumps(seeds), "source_model": log.source_model}
+    if log.source_file:
+        params["source_file"] = log.source_file
+    _log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def _log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+
+def _logged_finetune(client, job_id: str, log: RunLog, config: RunConfig, experiment: str, task: str, n: int,
+                     seed: int, state, events, features):
+    """One fine-tuning in its own run, opened before it trains: settings as params, the source model as tag
+    and param, the per-epoch losses as series (logged with the finished run, in one batch: a study runs
+    thousands of these), the test metrics as final values."""
+    from mlflow.entities import Metric, Param
+
+    from crossfed.study.report import EXPERIMENT, KIND, PARENT
+    from crossfed.train.finetune import finetune
+
+    settings = config.finetune
+    start = "from scratch" if log.source_model == "none" else f"from pre-training run {log.source_model}"
+    description = (f"Study {log.study}: one fine-tuning of {experiment}'s {task} classifier on {n} labelled events "
+                   f"({settings.mode}, {settings.optimizer} lr {settings.lr:g}, {settings.epochs} epochs, seed "
+                   f"{seed}) {start}; AUC, background rejections and accuracy on the study's shared test set.")
+    run_id = client.create_run(log.experiment_id, run_name=f"{log.name}/{task}/{n}/seed{seed}", tags={
+        **log.tags, PARENT: job_id, KIND: SINGLE_KIND, EXPERIMENT: experiment, "crossfed.task": task,
+        "crossfed.labelled_events": str(n), "crossfed.source_model": log.source_model,
+        "mlflow.note.content": description}).info.run_id
+    _log_params(client, run_id, {**_finetune_params(config), "experiment": experiment, "task": task,
+                                 "labelled_events": n, "seed": seed, "source_model": log.source_model})
+    epochs: list[Metric] = []
+
+    def on_epoch(epoch: int, losses: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        epochs.extend(Metric(key, value, now, epoch) for key, value in losses.items())
+
+    try:
+        result = finetune(config, experiment, n, state, data=events, seed=seed, features=features, on_epoch=on_epoch)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    now = int(time.time() * 1000)
+    final = {"auc": result["auc"], "rejection_at_eps_s_0.3": result["rejection_at_0.3"],
+             "rejection_at_eps_s_0.5": result["rejection_at_0.5"], "accuracy": result["accuracy"],
+             "best_val_loss": result["validation_loss"]}
+    client.log_batch(run_id, metrics=epochs + [Metric(k, float(v), now, 0) for k, v in final.items()],
+                     params=[Param("test_events", str(result["test_events"])), Param("steps", str(result["steps"]))])
+    client.set_terminated(run_id, "FINISHED")
+    return result
 
 
 def summarise(runs: list) -> dict[str, np.ndarray]:

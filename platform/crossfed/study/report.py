@@ -7,9 +7,14 @@ What the study logs under its parent run (``crossfed.kind=study``, the config as
 - one fine-tuning child run per (setup, experiment) (``crossfed.kind=finetune``, ``crossfed.experiment``)
   holding ``finetune.npz``: per task and ladder point the runs' AUC, rejections and accuracy, their mean
   DeLong components on the shared test set and their background rejection on a grid of ε_S.
+  It is opened by the fine-tuning job when it starts; under it each single fine-tuning has a run of its own
+  (``crossfed.kind=finetune-single``: its settings as params, the source model as tag and param
+  ``source_model``, per-epoch losses, test metrics).
 From these `analyse` computes every table cell (mean ± SE over seeds and test set), the paired differences
 federated − local and federated − centralized with 95 % intervals and verdicts, and the budget table.
-`log_summary` puts the summary on the parent run: metrics and the tables as CSV/JSON next to the plots.
+The parent run holds the study's settings as params (`log_study_params`) and, at the end, its results
+(`log_summary`): summary metrics, a description stating the question and the answer, the tables as MLflow
+tables (the UI shows them as tables) and as CSV/JSON, the plots.
 """
 
 from __future__ import annotations
@@ -418,7 +423,8 @@ def _json_number(value):
 # --- the parent run's summary -------------------------------------------------------------------------------
 
 def summary_metrics(report: StudyReport) -> dict[str, float]:
-    """auc/<scenario>/<task>/<experiment>/<method>/<labels>/{mean,std,se} and
+    """auc/<scenario>/<task>/<experiment>/<method>/<labels>/{mean,std,se},
+    rejection_0.3/<scenario>/<task>/<experiment>/<method>/<labels>/{mean,se} (1/ε_B at ε_S = 0.3) and
     auc_difference/<scenario>/<task>/<experiment>/<a>-<b>/<labels>/{mean,se,ci_low,ci_high}."""
     metrics = {}
     for c in report.cells:
@@ -428,6 +434,10 @@ def summary_metrics(report: StudyReport) -> dict[str, float]:
         key = f"auc_difference/{d.scenario}/{d.task}/{d.experiment}/{d.comparison[0]}-{d.comparison[1]}/{d.labelled_events}"
         metrics.update({f"{key}/mean": d.estimate.mean, f"{key}/se": d.estimate.se,
                         f"{key}/ci_low": d.estimate.low, f"{key}/ci_high": d.estimate.high})
+    for c in report.cells:
+        if c.rejection is not None:
+            key = f"rejection_0.3/{c.scenario}/{c.task}/{c.experiment}/{c.method}/{c.labelled_events}"
+            metrics.update({f"{key}/mean": c.rejection.mean, f"{key}/se": c.rejection.se})
     resolved = resolution(report)
     if resolved:
         metrics.update({"auc_difference_half_width/median": resolved["median_half_width"],
@@ -436,8 +446,9 @@ def summary_metrics(report: StudyReport) -> dict[str, float]:
 
 
 def log_summary(client, report: StudyReport) -> None:
-    """Everything the parent run carries about the results: the summary metrics, the tables (CSV, JSON),
-    the verdicts and the plots. One place, so later additions (models, tables) extend it."""
+    """Everything the parent run carries about the results: the summary metrics, the description (question
+    and answer), the tables (MLflow tables under tables/, CSV and JSON under results/), the verdicts and the
+    plots. One place, so later additions (models, tables) extend it."""
     import time
 
     from mlflow.entities import Metric
@@ -446,10 +457,80 @@ def log_summary(client, report: StudyReport) -> None:
     metrics = [Metric(key, value, now, 0) for key, value in summary_metrics(report).items()]
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(report.parent_run_id, metrics=metrics[start:start + 1000])
+    client.set_tag(report.parent_run_id, "mlflow.note.content", answer(report))
+    tables = {TABLES["cells"]: cell_rows(report), TABLES["differences"]: difference_rows(report),
+              TABLES["budget"]: budget_rows(report)}
+    for artifact, rows in tables.items():
+        if rows:
+            columns = list(dict.fromkeys(k for row in rows for k in row))
+            client.log_table(report.parent_run_id, {c: [_table_value(row.get(c)) for row in rows] for c in columns},
+                             artifact)
     for path in report.files:
         client.log_artifact(report.parent_run_id, str(path), "results")
     for path in report.plots:
         client.log_artifact(report.parent_run_id, str(path), "plots")
+
+
+# The parent run's MLflow tables (`MlflowClient.log_table`): the AUC cells, the paired differences, the budgets.
+TABLES = {"cells": "tables/auc.json", "differences": "tables/differences.json", "budget": "tables/budget.json"}
+
+
+def _table_value(value):
+    """A JSON-safe cell: infinities and NaN (no background passing, one replicate) as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def log_study_params(client, run_id: str, study: StudyConfig) -> None:
+    """The study's settings (scenarios, repeats, seeds, model and training presets, ladder...) as the parent
+    run's params, dotted as in study.yaml."""
+    from mlflow.entities import Param
+
+    from crossfed.tracking import flatten
+
+    raw = study.model_dump(mode="json", by_alias=True, exclude={"training": {"steps"}})
+    params = [Param(k, v) for k, v in flatten(raw).items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=params[start:start + 100])
+
+
+def question(study: StudyConfig, setups: list[plan.Setup]) -> str:
+    """The study's question, and what it runs to answer it (the parent run's description until the answer)."""
+    experiments = " and ".join(study.experiments)
+    pretrainings = sum(s.method != "scratch" for s in setups)
+    scenarios = ", ".join(s.name for s in plan.scenarios(study))
+    return (f"Study {study.name}: does pre-training on {experiments} together, federated (no events pooled), give "
+            f"each experiment a better {' and '.join(study.tasks)} classifier than pre-training on its own events "
+            f"(local), and how close does it come to pooling them (centralized)? Scenarios {scenarios}; "
+            f"{pretrainings} pre-trainings ({study.repeats.pretrain_seeds} seed(s) each), fine-tuned with "
+            f"{', '.join(map(str, study.finetune.labelled_events))} labelled events, "
+            f"{study.repeats.finetune_seeds} fine-tuning seed(s) each.")
+
+
+def answer(report: StudyReport) -> str:
+    """One paragraph: the question, the verdicts counted per comparison, the differences at the largest
+    ladder point of the symmetric scenarios, and why the numbers are only indicative if they are."""
+    study = report.study
+    text = [question(study, plan.setups(study)), "Answer (paired AUC differences, 95 % intervals):"]
+    for a, b in COMPARISONS:
+        found = [d for d in report.differences if d.comparison == (a, b)]
+        if not found:
+            continue
+        better = sum(d.estimate.significant() and d.estimate.mean > 0 for d in found)
+        worse = sum(d.estimate.significant() and d.estimate.mean < 0 for d in found)
+        text.append(f"{a} better than {b} in {better} of {len(found)} comparisons, worse in {worse}, no "
+                    f"significant difference in {len(found) - better - worse};")
+    largest = max(study.finetune.labelled_events)
+    headline = [d for d in report.differences if d.comparison == ("federated", "local") and d.labelled_events == largest
+                and not d.scenario.startswith("scaling")]
+    if headline:
+        text.append(f"federated − local at {largest:,} labelled events: " + ", ".join(
+            f"{d.experiment} {d.estimate.mean:+.3f} ± {d.estimate.se:.3f} ({d.task}, {d.scenario})" for d in headline) + ".")
+    if report.notes:
+        text.append("Indicative only: " + "; ".join(report.notes) + ".")
+    text.append("Tables: tables/ (MLflow tables), results/; plots: plots/; verdicts: results/verdicts.txt.")
+    return " ".join(text)
 
 
 # --- the printed tables ---------------------------------------------------------------------------------------

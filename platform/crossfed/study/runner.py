@@ -28,6 +28,7 @@ from crossfed.study import jobs, plan
 from crossfed.study import report as rep
 from crossfed.study.config import StudyConfig
 from crossfed.study.samples import ExperimentData, prepare_samples
+from crossfed.tracking import run_tags
 from crossfed.tracking import tracking_uri as tracking_uri_rule
 
 
@@ -64,12 +65,13 @@ def _run_logged(study: StudyConfig, data: dict[str, ExperimentData], setups: lis
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, study.tracking.experiment, uri)
     parent_id = client.create_run(experiment_id, run_name=study.name, tags={
-        rep.KIND: "study", "crossfed.study": study.name, "crossfed.experiments": ",".join(study.experiments),
-        "crossfed.tasks": ",".join(study.tasks)}).info.run_id
+        **run_tags(rep.question(study, setups)), rep.KIND: "study", "crossfed.study": study.name,
+        "crossfed.experiments": ",".join(study.experiments), "crossfed.tasks": ",".join(study.tasks)}).info.run_id
     try:
         client.log_text(parent_id, study_yaml(study), rep.CONFIG_ARTIFACT)
-        models = pretrain_all(study, data, setups, client, parent_id, uri, workdir, console)
-        finetune_all(study, data, setups, models, client, parent_id, experiment_id, console)
+        rep.log_study_params(client, parent_id, study)
+        models, sources = pretrain_all(study, data, setups, client, parent_id, uri, workdir, console)
+        finetune_all(study, data, setups, models, sources, client, parent_id, experiment_id, uri, console)
         report = rep.collect(client, client.get_run(parent_id))
         rep.write_outputs(report, workdir / "reports" / parent_id)
         rep.log_summary(client, report)
@@ -152,16 +154,17 @@ def _experiment_id(client, name: str, uri: str) -> str:
 # --- pre-training ----------------------------------------------------------------------------------------------
 
 def pretrain_all(study: StudyConfig, data: dict[str, ExperimentData], setups: list[plan.Setup], client,
-                 parent_id: str, uri: str, workdir: Path, console) -> dict[str, dict[str, str]]:
+                 parent_id: str, uri: str, workdir: Path, console) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Every pre-training setup, `compute.concurrent_runs` at a time. Returns {setup key: {experiment: the
-    exported model file its fine-tuning starts from}}."""
+    exported model file its fine-tuning starts from}} and {setup key: its pre-training's run id}."""
     todo = [s for s in setups if s.method != "scratch"]
     console.print(f"[bold]pre-training[/] {len(todo)} runs, {study.compute.concurrent_runs} at a time")
     models: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
 
     def one(setup: plan.Setup) -> None:
         started = time.perf_counter()
-        models[setup.key()] = pretrain(study, data, setup, client, parent_id, uri, workdir)
+        sources[setup.key()], models[setup.key()] = pretrain(study, data, setup, client, parent_id, uri, workdir)
         console.print(f"  [{len(models)}/{len(todo)}] {setup.key()}  ({time.perf_counter() - started:.0f} s)",
                       highlight=False)
 
@@ -173,12 +176,13 @@ def pretrain_all(study: StudyConfig, data: dict[str, ExperimentData], setups: li
             for future in futures:
                 future.cancel()  # the runs already going finish; no new one starts
             raise failed.exception()
-    return models
+    return models, sources
 
 
 def pretrain(study: StudyConfig, data: dict[str, ExperimentData], setup: plan.Setup, client, parent_id: str,
-             uri: str, workdir: Path) -> dict[str, str]:
-    """One setup through the federation engine; tags it and logs its budget on its run."""
+             uri: str, workdir: Path) -> tuple[str, dict[str, str]]:
+    """One setup through the federation engine; tags it and logs its budget on its run. Returns its run id
+    and {experiment: the exported model file that experiment's fine-tuning starts from}."""
     from mlflow.entities import Metric
 
     from crossfed.federation import run_federation
@@ -193,8 +197,8 @@ def pretrain(study: StudyConfig, data: dict[str, ExperimentData], setup: plan.Se
     budget = budget_from_history(result.history, client.get_run(result.run_id).data.params)
     client.log_batch(result.run_id, metrics=[Metric(k, v, now, 0) for k, v in budget.items()])
     if setup.method == "centralized":
-        return dict.fromkeys(setup.experiments, result.client_models["centralized"])
-    return {e: result.client_models[e] for e in setup.experiments}
+        return result.run_id, dict.fromkeys(setup.experiments, result.client_models["centralized"])
+    return result.run_id, {e: result.client_models[e] for e in setup.experiments}
 
 
 def budget_from_history(history: list[dict], run_params: dict[str, str]) -> dict[str, float]:
@@ -218,9 +222,11 @@ def budget_from_history(history: list[dict], run_params: dict[str, str]) -> dict
 # --- fine-tuning -----------------------------------------------------------------------------------------------
 
 def finetune_all(study: StudyConfig, data: dict[str, ExperimentData], setups: list[plan.Setup],
-                 models: dict[str, dict[str, str]], client, parent_id: str, experiment_id: str, console) -> None:
-    """One Ray task per (setup, experiment), on the experiment's node group; each result is logged as it
-    arrives. Scratch (whole network trained, the longest jobs) goes first."""
+                 models: dict[str, dict[str, str]], sources: dict[str, str], client, parent_id: str,
+                 experiment_id: str, uri: str, console) -> None:
+    """One Ray task per (setup, experiment), on the experiment's node group; each job opens its own run and
+    one per fine-tuning under it (`jobs.finetune_job`), the results are logged into it as they arrive.
+    Scratch (whole network trained, the longest jobs) goes first."""
     import ray
 
     from crossfed.federation.placement import label_selector
@@ -229,18 +235,23 @@ def finetune_all(study: StudyConfig, data: dict[str, ExperimentData], setups: li
 
     remote = ray.remote(jobs.finetune_job)
     tasks = {name: (t.signal, t.background) for name, t in study.tasks.items()}
+    common_tags = run_tags("")
     pending = {}
     for setup in sorted(setups, key=lambda s: s.method != "scratch"):
         for experiment in (study.experiments if setup.method == "scratch" else setup.experiments):
-            state = load_state(models[setup.key()][experiment]) if setup.method != "scratch" else None
+            scratch = setup.method == "scratch"
+            state = None if scratch else load_state(models[setup.key()][experiment])
             seeds = [study.finetune_seed(setup.seed, f) for f in range(study.repeats.finetune_seeds)]
+            log = jobs.RunLog(uri, experiment_id, parent_id, f"finetune/{setup.key()}/{experiment}", study.name,
+                              "none" if scratch else sources[setup.key()],
+                              None if scratch else models[setup.key()][experiment], {**common_tags, **setup.tags()})
             options = {"num_cpus": study.compute.finetune_cpus, "num_gpus": study.compute.finetune_gpus}
             selector = label_selector(data[experiment].cluster)
             if selector:
                 options["label_selector"] = selector
             ref = remote.options(**options).remote(jobs.finetune_config(study, data, experiment, setup.method),
                                                    experiment, state, data[experiment], tasks,
-                                                   list(study.finetune.labelled_events), seeds)
+                                                   list(study.finetune.labelled_events), seeds, log)
             pending[ref] = (setup, experiment, time.perf_counter())
     total = len(pending)
     console.print(f"[bold]fine-tuning[/] {total} jobs ({len(tasks)} task(s) × {len(study.finetune.labelled_events)} "
@@ -249,31 +260,27 @@ def finetune_all(study: StudyConfig, data: dict[str, ExperimentData], setups: li
         (ready,), _ = ray.wait(list(pending), num_returns=1)
         setup, experiment, submitted = pending.pop(ready)
         try:
-            results = ray.get(ready)
+            run_id, results = ray.get(ready)
         except ray.exceptions.RayError as err:
             for ref in pending:
                 ray.cancel(ref)
             raise unwrap_ray_error(err) from None
-        record = rep.FinetuneRecord(setup, experiment, results)
-        log_finetune(client, parent_id, experiment_id, record)
+        record = rep.FinetuneRecord(setup, experiment, results, run_id)
+        log_finetune(client, record)
         largest = max(study.finetune.labelled_events)
         aucs = ", ".join(f"{task} {results[(task, largest)]['auc'].mean():.3f}" for task in tasks)
         console.print(f"  [{total - len(pending)}/{total}] {setup.key()} on {experiment}: AUC at {largest:,} "
                       f"labelled {aucs}  ({time.perf_counter() - submitted:.0f} s since submitted)", highlight=False)
 
 
-def log_finetune(client, parent_id: str, experiment_id: str, record: rep.FinetuneRecord) -> str:
-    import time as clock
-
+def log_finetune(client, record: rep.FinetuneRecord) -> None:
+    """A finished job's results: the per-(task, ladder point) mean AUCs as final metrics, the arrays the report
+    reads as finetune.npz; then the job's run (opened by the job) ends."""
     from mlflow.entities import Metric
 
-    run = client.create_run(experiment_id, run_name=f"finetune/{record.setup.key()}/{record.experiment}", tags={
-        rep.PARENT: parent_id, rep.KIND: "finetune", rep.EXPERIMENT: record.experiment, **record.setup.tags()})
-    now = int(clock.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[
+    now = int(time.time() * 1000)
+    client.log_batch(record.run_id, metrics=[
         Metric(f"auc/{task}/{n}", float(values["auc"].mean()), now, 0) for (task, n), values in record.results.items()])
     with tempfile.TemporaryDirectory() as folder:
-        client.log_artifact(run.info.run_id, str(record.save(Path(folder) / rep.FINETUNE_ARTIFACT)))
-    client.set_terminated(run.info.run_id, "FINISHED")
-    record.run_id = run.info.run_id
-    return run.info.run_id
+        client.log_artifact(record.run_id, str(record.save(Path(folder) / rep.FINETUNE_ARTIFACT)))
+    client.set_terminated(record.run_id, "FINISHED")
