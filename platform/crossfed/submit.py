@@ -221,8 +221,10 @@ def submit(
         message = version_mismatch(package_version(package), cluster_version(client))
         if message:
             warn(message)
+    # A job's log is what the job prints: everything goes there (`crossfed jobs logs`, the Ray dashboard),
+    # not to a log file inside the job's temporary working directory.
     runtime_env = {"working_dir": str(working_dir.resolve()), "py_modules": [str(package)],
-                   "excludes": WORKING_DIR_EXCLUDES}
+                   "excludes": WORKING_DIR_EXCLUDES, "env_vars": {"CROSSFED_VERBOSE": "1"}}
     return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
                              metadata={"crossfed.command": command, "crossfed.config": config_path})
 

@@ -194,7 +194,8 @@ def test_rayjob_runs_the_submit_entrypoint_on_a_config_uploaded_by_the_submitter
     objects = render(helm, "-f", TWO)
     (job,) = by_kind(objects, "RayJob")
     assert job["spec"]["entrypoint"] == build_entrypoint("pretrain", "run.yaml", "federated")
-    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"]) == {"working_dir": "/etc/crossfed/run"}
+    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"]) == {"working_dir": "/etc/crossfed/run",
+                                                              "env_vars": {"CROSSFED_VERBOSE": "1"}}
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "demo-crossfed-ray"}
     submitter = job["spec"]["submitterPodTemplate"]["spec"]
     (mount,) = [m for m in submitter["containers"][0]["volumeMounts"] if m["name"] == "run-config"]

@@ -39,9 +39,10 @@ def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     verbose: bool = typer.Option(
-        False, "--verbose", "-v",
+        False, "--verbose", "-v", envvar="CROSSFED_VERBOSE",
         help="Also print the libraries' log lines (MLflow, Ray and its workers, DeepSpeed, warnings), which "
-             "always go to the log file: WORKDIR/logs/ for study and demo, else .crossfed/logs/ here."),
+             "always go to the log file: WORKDIR/logs/ for study and demo, else .crossfed/logs/ here. "
+             "Submitted jobs set it (CROSSFED_VERBOSE=1): their output is what `crossfed jobs logs` shows."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """crossfed: federated foundation models for HEP experiments."""

@@ -365,9 +365,12 @@ class FederationDriver:
 
     def monitor_system(self, run_id: str, tracking_uri: str) -> None:
         """Every client logs its node's system metrics into the run (`FederationClient.monitor_system`);
-        clients that rejoin later do too."""
+        clients that rejoin later do too. Not under DP: a client's CPU and network over time would tell
+        when it took part."""
         import ray
 
+        if self._protects_clients():
+            return
         self.system_metrics = (run_id, tracking_uri)
         ray.get([client.monitor_system.remote(run_id, tracking_uri) for client in self.clients.values()])
 
