@@ -4,7 +4,7 @@ Every run records the full configuration (dotted params and `config.yaml`), the 
 the mode, a fingerprint of each dataset's file contents (which data trained the model), a one-paragraph
 description (`mlflow.note.content`), the crossfed version (`crossfed.version`) and, when crossfed runs
 from a git checkout, its commit (`mlflow.source.git.commit`, also `crossfed.git_commit`). Fingerprints
-are computed where the data is (`dataset_fingerprints`, called by the data check on each experiment's
+are computed where the data is (`dataset_records`, called by the data check on each experiment's
 client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process
 that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
@@ -198,14 +198,6 @@ def fingerprint_tags(records: dict[str, dict]) -> dict[str, str]:
     return {f"crossfed.data.{key}": record["digest"] for key, record in records.items()}
 
 
-def dataset_fingerprints(config: RunConfig, experiments: list[str] | None = None) -> dict[str, str]:
-    """Tag name -> fingerprint, one per dataset of `experiments` (default all):
-    crossfed.data.<experiment>.pretrain / .finetune.signal / .finetune.background.
-
-    Reads the files: call it where the data is (a federation's clients do, at their sites)."""
-    return fingerprint_tags(dataset_records(config, experiments))
-
-
 class RootFilesSource(mlflow.data.dataset_source.DatasetSource):
     """Where a dataset's events are: its ROOT files' URIs (they stay there; MLflow records only where)."""
 
@@ -296,7 +288,7 @@ def start_run(
     and `description` (default: the mode and the config's name).
 
     `parent_run_id` nests the run under another (sweeps, reports); `nested_tags` are extra tags, such
-    as the data fingerprints (`dataset_fingerprints`) reported from where the data is. Opens no data.
+    as the data fingerprints (`fingerprint_tags`) reported from where the data is. Opens no data.
     """
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)

@@ -46,7 +46,7 @@ def test_tracking_uri_defaults_to_sqlite_in_the_working_directory(workdir):
 
 def test_run_records_config_versions_data_and_a_registered_model(workdir):
     config = run_config(workdir)
-    fingerprints = tracking.dataset_fingerprints(config)  # where the data is (a federation: its clients)
+    fingerprints = dataset_fingerprints(config)  # where the data is (a federation: its clients)
     with tracking.start_run(config, "pretrain-1", mode="federated", nested_tags=fingerprints) as parent:
         mlflow.log_metric("loss", 0.5)
         state = {"backbone.w": np.arange(6, dtype=np.float32).reshape(2, 3), "heads.b": np.ones(2, np.float32)}
@@ -102,22 +102,26 @@ def test_starting_a_run_opens_no_data(workdir):
     assert not any(tag.startswith("crossfed.data.") for tag in tracking.find_run(run.info.run_id).data.tags)
 
 
+def dataset_fingerprints(config, experiments=None):
+    return tracking.fingerprint_tags(tracking.dataset_records(config, experiments))
+
+
 def test_fingerprint_follows_file_contents(workdir):
     config = run_config(workdir)
-    before = tracking.dataset_fingerprints(config)
+    before = dataset_fingerprints(config)
     assert set(before) == {"crossfed.data.cms.pretrain", "crossfed.data.atlas.pretrain"}
-    assert tracking.dataset_fingerprints(config, ["atlas"]) == {"crossfed.data.atlas.pretrain": before[
+    assert dataset_fingerprints(config, ["atlas"]) == {"crossfed.data.atlas.pretrain": before[
         "crossfed.data.atlas.pretrain"]}  # one client's own experiments only
-    assert tracking.dataset_fingerprints(config) == before  # deterministic
+    assert dataset_fingerprints(config) == before  # deterministic
 
     write_root(workdir / "cms_2.root", [31.0])  # one event changed in one file
-    after = tracking.dataset_fingerprints(config)
+    after = dataset_fingerprints(config)
     assert after["crossfed.data.cms.pretrain"] != before["crossfed.data.cms.pretrain"]
     assert after["crossfed.data.atlas.pretrain"] == before["crossfed.data.atlas.pretrain"]
 
     (workdir / "atlas.root").unlink()
     with pytest.raises(CrossfedError, match=r"experiments.atlas.pretrain: .*atlas.root: no such file"):
-        tracking.dataset_fingerprints(config)
+        dataset_fingerprints(config)
 
 
 def test_every_run_has_a_description_version_commit_and_a_name_of_its_own(workdir):
