@@ -127,6 +127,13 @@ def wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
+def only_line(text: str, wanted, what: str) -> str:
+    """The one line of `text` for which `wanted(line)` holds (stripped); on none or several, the whole text."""
+    lines = [line.strip() for line in text.splitlines() if wanted(line)]
+    assert len(lines) == 1, f"{len(lines)} lines with {what} in:\n{text}"
+    return lines[0]
+
+
 def committed_round(runs: Path) -> int:
     """The newest round with a commit marker in the run storage (0: none yet, or only the initial model)."""
     return max((int(marker.parent.name.split("_")[1]) for marker in runs.glob("*/rounds/round_*/COMMITTED")),
@@ -166,7 +173,7 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
     first.send_signal(signal.SIGTERM)
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
-    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted after round")]
+    line = only_line(stderr, lambda line: line.startswith("interrupted after round"), "the interruption")
     found = re.fullmatch(r"interrupted after round (\d): continue with (crossfed pretrain run\.yaml --resume (\w+))",
                          line)
     assert found, line
@@ -197,7 +204,8 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
     # It ends by naming each experiment's model for `crossfed finetune -c`: the run id, the registered
     # version (named after the config), the run's model folder and the files at this site.
     for name in ("cms", "atlas"):
-        (command,) = [line.strip() for line in stdout.splitlines() if f"finetune run.yaml -e {name} -c" in line]
+        command = only_line(stdout, lambda line, name=name: f"finetune run.yaml -e {name} -c" in line,
+                            f"{name}'s command")
         assert command.endswith(f" -c {run_id}"), command
         assert str(runs / run_id / "clients" / name / "final_model") in stdout
     assert f"-c runs:/{run_id}/model" in stdout and "-c models:/crossfed/1" in stdout
@@ -206,7 +214,8 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
 
     measured = {"gpu_energy_j", "cpu_energy_j"} & set(RankMeter(1.0, 0.0, []).start().stop())
     for name in ("cms", "atlas"):
-        (line,) = [line for line in stdout.splitlines() if line.startswith(f"{name}: ") and "device-hours" in line]
+        line = only_line(stdout, lambda line, name=name: line.startswith(f"{name}: ") and "device-hours" in line,
+                         f"{name}'s footprint")
         assert float(line.split()[1]) > 0, line
         assert line.endswith("energy not measured") == (not measured), line
 
@@ -217,7 +226,9 @@ def test_sigterm_then_sigkill_mid_round_each_resume_leave_no_ray_process_behind_
         done = subprocess.run([sys.executable, "-m", "crossfed", "finetune", "run.yaml", "-e", "atlas", *extra,
                                "--set", "seed=5"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        (finetuned,) = store.search_runs([run.info.experiment_id], f"tags.`crossfed.source_model` = '{source}'")
+        found_runs = store.search_runs([run.info.experiment_id], f"tags.`crossfed.source_model` = '{source}'")
+        assert len(found_runs) == 1, (source, [r.info.run_id for r in found_runs], done.stdout, done.stderr)
+        (finetuned,) = found_runs
         assert finetuned.info.run_id in done.stdout and finetuned.info.status == "FINISHED"
         tags, params = finetuned.data.tags, finetuned.data.params
         assert tags["crossfed.mode"] == "finetune" and tags["crossfed.experiment"] == "atlas"
