@@ -69,13 +69,14 @@ class ScriptedClient:
         outlier = self.behaviour == "outlier" or (self.behaviour == "outlier once" and len(self.calls) == 1)
         state = {k: v + np.float32(500.0 if outlier else 0.5) for k, v in ray.get(global_ref[0]).items()}
         return {"client": self.name, "state": state, "num_examples": 10, "metrics": {"loss": 1.0},
-                "compute_s": 0.1, "footprint": {}}
+                "compute_s": 0.1, "footprint": {"wall_s": 0.1, "device_hours": 1e-4, "cpu_energy_j": 2.0}}
 
     def evaluate(self, global_ref, checkpoint_round):
         import ray
 
         self.calls.append(("evaluate", checkpoint_round))
-        return {"loss": float(ray.get(global_ref[0])["w"][0])}
+        return {"metrics": {"loss": float(ray.get(global_ref[0])["w"][0])},
+                "footprint": {"wall_s": 0.05, "device_hours": 5e-5}}  # energy not measured here
 
     def restore(self, round_number, global_state):
         self.calls.append(("restore", round_number))
@@ -235,7 +236,8 @@ def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_
     # actor died, until it has rejoined ...
     assert list(driver.recovery.stragglers) == ["alice"] and list(driver.recovery.lost) == ["lhcb"]
     assert driver.sample(round_number=2) == ["cms", "atlas"]
-    assert sorted(driver.evaluate(driver.global_state)) == ["atlas", "cms"]
+    evaluations, footprints = driver.evaluate(driver.global_state)
+    assert sorted(evaluations) == sorted(footprints) == ["atlas", "cms"]
     driver.commit(1, driver.global_state, {"round": 1})
     assert driver.recovery.client_rounds == {"cms": 1, "atlas": 1, "lhcb": 0, "alice": 0}
     # ... until that fit has returned; its late update is discarded.
@@ -311,6 +313,25 @@ def test_the_global_model_is_evaluated_every_evaluate_every_rounds_and_after_the
     assert evaluation_round(4, 1, 7) and not evaluation_round(4, 3, 7) and evaluation_round(7, 3, 7)
     with pytest.raises(CrossfedError, match="federation.evaluate_every"):
         make_driver(tmp_path, evaluate_every=0)
+
+
+def test_the_run_footprint_adds_up_the_committed_rounds_training_and_evaluation_across_a_resume(tmp_path, local_ray):
+    driver = make_driver(tmp_path, rounds=3, evaluate_every=2)
+    scripted(driver, local_ray)
+    first, second = driver.run_round(), driver.run_round()
+    # a round's footprint: its training's, plus its evaluation's in an evaluated round (2); an energy only
+    # where every call measured it
+    assert first["client/cms/round_wall_s"] == pytest.approx(0.1) and first["client/cms/round_cpu_energy_j"] == 2.0
+    assert second["client/cms/round_wall_s"] == pytest.approx(0.15) and "client/cms/round_cpu_energy_j" not in second
+    assert driver.footprints["cms"] == {"wall_s": pytest.approx(0.25), "device_hours": pytest.approx(2.5e-4)}
+
+    # A resumed run goes on from the committed totals (a new driver process: its clients are new actors).
+    resumed = make_driver(tmp_path, rounds=3, evaluate_every=2)
+    scripted(resumed, local_ray)
+    resumed._restore(checkpoint.read_round(Storage(str(tmp_path / "run")), 2))
+    resumed.run_round()
+    assert resumed.footprints == {name: {"wall_s": pytest.approx(0.4), "device_hours": pytest.approx(4e-4)}
+                                  for name in NAMES}
 
 
 def test_a_run_that_never_committed_starts_from_its_initial_model_unless_mlflow_says_it_had_rounds(tmp_path):

@@ -4,8 +4,15 @@ import time
 
 import pytest
 
-from crossfed.federation.client import FederationClient
-from crossfed.federation.footprint import ENERGY_KEYS, NOT_MEASURED, RankMeter, energy_text, sum_ranks
+from crossfed.federation.footprint import (
+    ENERGY_KEYS,
+    NOT_MEASURED,
+    RankMeter,
+    add_footprints,
+    call_footprint,
+    energy_text,
+    sum_ranks,
+)
 
 
 def test_a_rank_counts_device_hours_of_the_devices_ray_gave_it():
@@ -27,16 +34,14 @@ def test_a_client_sums_its_ranks_and_keeps_an_energy_only_if_every_rank_measured
     assert sum_ranks([{"wall_s": 1.0, "device_hours": 1 / 3600}]) == {"device_hours": 1 / 3600}
 
 
-def test_a_client_total_has_an_energy_only_if_every_call_measured_it(tmp_path):
-    from crossfed.config import ClusterConfig
-
-    client = FederationClient(None, "cms", ["cms"], ClusterConfig(), str(tmp_path), total_steps=1)
+def test_a_total_over_calls_has_an_energy_only_if_every_call_measured_it():
     both = [{"device_hours": 1e-3, "cpu_energy_j": 5.0}, {"device_hours": 2e-3, "cpu_energy_j": 7.0}]
-    call = client._add_footprint(both, wall_s=3.6)
+    call = call_footprint(both, wall_s=3.6)
     assert call == {"wall_s": 3.6, "device_hours": pytest.approx(3e-3), "cpu_energy_j": 12.0}
-    assert client.footprint() == call
-    client._add_footprint([{"device_hours": 1e-3}, {"device_hours": 1e-3}], wall_s=1.0)  # a call not measured
-    assert client.footprint() == {"wall_s": 4.6, "device_hours": pytest.approx(5e-3)}
+    assert add_footprints(None, call) == call
+    unmeasured = call_footprint([{"device_hours": 1e-3}, {"device_hours": 1e-3}], wall_s=1.0)
+    assert add_footprints(call, unmeasured) == {"wall_s": 4.6, "device_hours": pytest.approx(5e-3)}
+    assert add_footprints(call, call) == {"wall_s": 7.2, "device_hours": pytest.approx(6e-3), "cpu_energy_j": 24.0}
 
 
 def test_energy_is_written_for_people_or_said_to_be_not_measured():

@@ -24,6 +24,7 @@ import numpy as np
 from crossfed.config import ClusterConfig, RunConfig
 from crossfed.errors import CrossfedError, innermost_cause
 from crossfed.federation import checkpoint, placement
+from crossfed.federation.footprint import call_footprint
 from crossfed.storage import DamagedFile, FileEntry, Storage
 
 
@@ -60,10 +61,6 @@ class FederationClient:
             self._use_run(run_location)
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
-        # wall time, device-hours and energy of its training and evaluation calls (`footprint`)
-        self.footprint_totals: dict[str, float] = {}
-        self.footprint_counts: dict[str, int] = {}  # how many calls measured each
-        self.footprint_calls = 0
         self.system_monitor = None
 
     def _use_run(self, run_location: str) -> None:
@@ -167,7 +164,7 @@ class FederationClient:
             self._call_ranks("load_shared_state", global_ref[0])
             per_rank = self._call_ranks("train", steps, proximal_mu=proximal_mu)
             state = self._call_ranks("shared_state", groups)[0]
-            footprint = self._add_footprint(self.workers.meter_stop(), time.perf_counter() - started)
+            footprint = call_footprint(self.workers.meter_stop(), time.perf_counter() - started)
         except Exception as err:  # noqa: BLE001 - only worker deaths are handled, the rest re-raised
             if not _is_worker_failure(err):
                 raise
@@ -193,20 +190,21 @@ class FederationClient:
             "footprint": footprint,
         }
 
-    def evaluate(self, global_ref: list, checkpoint_round: int | None) -> dict[str, float]:
-        """Metrics of the global model on this client's validation split (shared part = global)."""
+    def evaluate(self, global_ref: list, checkpoint_round: int | None) -> dict:
+        """{"metrics": those of the global model on this client's validation split (shared part = global),
+        "footprint": the evaluation's (None if a worker died in it)}."""
         started = time.perf_counter()
         try:
             self.workers.meter_start()
             self._call_ranks("load_shared_state", global_ref[0])
             metrics = only_scalars(self._call_ranks("evaluate")[0])
-            self._add_footprint(self.workers.meter_stop(), time.perf_counter() - started)
-            return metrics
+            return {"metrics": metrics,
+                    "footprint": call_footprint(self.workers.meter_stop(), time.perf_counter() - started)}
         except Exception as err:  # noqa: BLE001
             if not _is_worker_failure(err):
                 raise
             self._restart_workers(checkpoint_round, global_ref[0])
-            return {}
+            return {"metrics": {}, "footprint": None}
 
     def save(self, round_number: int) -> FileEntry:
         """Checkpoint the full client state (private parameters, optimizer, data cursors): every rank puts
@@ -262,23 +260,6 @@ class FederationClient:
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 
-    def _add_footprint(self, per_rank: list[dict[str, float]], wall_s: float) -> dict[str, float]:
-        """Add one call to the totals: this client's wall time, its ranks' device-hours and energies
-        (each rank meters its own devices; `federation.footprint`). That call's footprint."""
-        from crossfed.federation.footprint import sum_ranks
-
-        footprint = {"wall_s": wall_s, **sum_ranks(per_rank)}
-        self.footprint_calls += 1
-        for key, value in footprint.items():
-            self.footprint_totals[key] = self.footprint_totals.get(key, 0.0) + value
-            self.footprint_counts[key] = self.footprint_counts.get(key, 0) + 1
-        return footprint
-
-    def footprint(self) -> dict[str, float]:
-        """This client's wall time, device-hours and (where counters measured it) energy so far; an energy
-        only if every call measured it (a total over some calls would pass for the whole)."""
-        return {key: value for key, value in self.footprint_totals.items()
-                if self.footprint_counts[key] == self.footprint_calls}
 
     def monitor_system(self, run_id: str, tracking_uri: str) -> None:
         """Log this client's node's CPU, memory, disk, network and (with pynvml, the `gpu` extra) GPU use into

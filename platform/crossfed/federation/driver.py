@@ -49,6 +49,7 @@ from crossfed.config import ClusterConfig, RunConfig
 from crossfed.errors import CrossfedError
 from crossfed.federation import checkpoint, placement
 from crossfed.federation.client import client_actor_class, state_nbytes
+from crossfed.federation.footprint import add_footprints
 from crossfed.federation.result import save_state
 from crossfed.federation.strategies import ClientUpdate, State, build_strategy
 from crossfed.storage import FileEntry, Storage
@@ -192,6 +193,14 @@ class Collected:
         return [ClientUpdate(p["client"], p["state"], p["num_examples"], p["metrics"]) for p in self.payloads.values()]
 
 
+def round_footprints(payloads: dict[str, dict], evaluations: dict[str, dict]) -> dict[str, dict]:
+    """{client: its footprint in a round}: its training's (from its update's payload) plus its evaluation's."""
+    footprints = {name: payload["footprint"] for name, payload in payloads.items()}
+    for name, footprint in evaluations.items():
+        footprints[name] = add_footprints(footprints.get(name), footprint)
+    return footprints
+
+
 def evaluation_round(round_number: int, evaluate_every: int, last_round: int) -> bool:
     """Whether the global model is evaluated after `round_number`: rounds N, 2N, ... of N = `evaluate_every`,
     and the last round always (a run's final metrics are never older than its model)."""
@@ -229,6 +238,7 @@ class FederationDriver:
         self.client_starts: dict[str, Any] = {}  # name -> the ObjectRef of its `start` (workers starting)
         self.global_state: State = {}
         self.history: list[dict] = []
+        self.footprints: dict[str, dict[str, float]] = {}  # client -> its footprint over the committed rounds
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
         self.system_metrics: tuple[str, str] | None = None  # (run id, tracking URI) once `monitor_system` is on
@@ -350,6 +360,7 @@ class FederationDriver:
         self.recovery = RecoveryState(found.round, {n: c.round for n, c in found.clients.items()},
                                       {n: c.manifest for n, c in found.clients.items()})
         self.history = driver_state["history"]
+        self.footprints = driver_state["footprints"]
         self.global_state = found.global_state
         if self.strategy is not None:
             self.strategy.load_state_dict(driver_state["strategy"])
@@ -439,7 +450,8 @@ class FederationDriver:
         protected = self._protects_clients()
         evaluated = evaluation_round(round_number, self.config.federation.evaluate_every, len(self.plan.steps_per_round))
         released = evaluated and not (protected and not self.privacy.releases_metrics)
-        evaluations = self.evaluate(new_global) if released else {}
+        evaluations, evaluation_footprints = self.evaluate(new_global) if released else ({}, {})
+        footprints = round_footprints(collected.payloads, evaluation_footprints)
         record = {
             "round": round_number,
             "clients/sampled": len(sampled),
@@ -449,14 +461,14 @@ class FederationDriver:
             "clients/rejoined": len(rejoined),
             "round/attempt": attempt,
             **self._traffic_and_time(sampled, collected, new_global, fit_wall_s, aggregation_s),
-            **self._metric_record(collected.payloads, evaluations),
+            **self._metric_record(collected.payloads, evaluations, footprints),
         }
         if protected:
             record = self._protected_record(round_number, evaluations if released else None)
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
             record["privacy/delta"] = self.config.federation.privacy.delta
-        self.commit(round_number, new_global, record, round_started=None if protected else started)
+        self.commit(round_number, new_global, record, footprints, round_started=None if protected else started)
         return record
 
     def _min_clients(self) -> int:
@@ -595,9 +607,10 @@ class FederationDriver:
             return dict(updates[0].state)
         return self.strategy.aggregate(self.global_state, updates, perturb_delta=noise)
 
-    def evaluate(self, new_global: State) -> dict[str, dict]:
-        """7. {client: validation metrics} of the new global model on every idle client, within the timeout.
-        A client whose actor dies meanwhile is lost: left out here, and of the round's checkpoints."""
+    def evaluate(self, new_global: State) -> tuple[dict[str, dict], dict[str, dict]]:
+        """7. {client: validation metrics} of the new global model on every idle client, within the timeout,
+        and {client: the evaluation's footprint}. A client whose actor dies meanwhile is lost: left out
+        here, and of the round's checkpoints."""
         import ray
 
         new_ref = ray.put(new_global)
@@ -606,21 +619,26 @@ class FederationDriver:
             for name in self.recovery.idle(list(self.clients))
         }
         done, _ = wait_until(list(futures), self.config.federation.round_timeout_s)
-        evaluations = {}
+        evaluations, footprints = {}, {}
         for ref in done:
             try:
-                evaluations[futures[ref]] = ray.get(ref)
+                answer = ray.get(ref)
             except ray.exceptions.RayActorError as err:
                 self.recovery.lost[futures[ref]] = f"client actor died in evaluation: {type(err).__name__}"
                 log.warning("client %s died in evaluation: %s", futures[ref], type(err).__name__)
-        return evaluations
+                continue
+            evaluations[futures[ref]] = answer["metrics"]
+            if answer["footprint"] is not None:
+                footprints[futures[ref]] = answer["footprint"]
+        return evaluations, footprints
 
-    def commit(self, round_number: int, new_global: State, record: dict | None, *,
-               round_started: float | None = None) -> None:
+    def commit(self, round_number: int, new_global: State, record: dict | None,
+               footprints: dict[str, dict] | None = None, *, round_started: float | None = None) -> None:
         """8. Checkpoint every idle client (a straggler keeps its older checkpoint, which a resume then
         restores), then write the driver's round files and the commit marker; only then are the new global
         model and the round's record the driver's, the recovery state moves to this round, and checkpoints
         no kept round needs are removed. `record` None: round 0, the initial model (no record).
+        `footprints`: {client: its footprint in this round}, added to the run's totals.
         `round_started` (time.perf_counter) stamps the record's `time/round_s`, the round up to its
         clients' checkpoints."""
         import ray
@@ -632,6 +650,9 @@ class FederationDriver:
         history = [*self.history, record] if record is not None else list(self.history)
         recovery = self.recovery.copy()
         recovery.committed(round_number, manifests)
+        totals = {name: add_footprints(self.footprints.get(name), footprint)
+                  for name, footprint in (footprints or {}).items()}
+        totals = {**self.footprints, **totals}
         driver_state = {
             **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
@@ -640,10 +661,12 @@ class FederationDriver:
             # entropy, kept nowhere); the training RNGs are in each client's checkpoint
             "rng": {"seed": self.config.seed},
             "history": history,
+            "footprints": totals,
         }
         checkpoint.write_round(self.run, round_number, new_global, driver_state, recovery.client_checkpoints())
         self.global_state = new_global
         self.history = history
+        self.footprints = totals
         self.recovery.committed(round_number, manifests)
         self._prune(idle)
 
@@ -671,12 +694,13 @@ class FederationDriver:
             "time/aggregation_s": aggregation_s,
         }
 
-    def _metric_record(self, payloads: dict, evaluations: dict) -> dict[str, float]:
+    def _metric_record(self, payloads: dict, evaluations: dict, footprints: dict) -> dict[str, float]:
         record = {}
+        for name, footprint in footprints.items():
+            for key, value in footprint.items():
+                record[f"client/{name}/round_{key}"] = value
         for name, payload in payloads.items():
             record[f"client/{name}/num_examples"] = payload["num_examples"]
-            for key, value in payload["footprint"].items():
-                record[f"client/{name}/round_{key}"] = value
             for key, value in payload["metrics"].items():
                 record[f"client/{name}/train_{key}"] = value
         for name, metrics in evaluations.items():
@@ -704,7 +728,8 @@ class FederationDriver:
     # -- the end --------------------------------------------------------------------------------------
     def finish(self) -> dict:
         """Write the final global state and have each client export its full model; return their paths
-        and each client's footprint (none under DP: it would tell how often each client took part). A client
+        and each client's footprint over the committed rounds, across resumes (its training and evaluation;
+        none under DP: it would tell how often each client took part). A client
         lost in the last round rejoins first (from its last checkpoint and the final global model); one that
         cannot is left out, with a warning."""
         import ray
@@ -716,12 +741,7 @@ class FederationDriver:
             log.warning("client %s exports no final model: %s", name, why)
         client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()
                          if name not in self.recovery.lost}
-        footprints = {}  # since each client actor started (a rejoined client's count starts again)
-        for name, client in ({} if self._protects_clients() else self.clients).items():
-            try:
-                footprints[name] = ray.get(client.footprint.remote())
-            except Exception as err:  # noqa: BLE001 - a footprint is reported "where available"
-                log.info("no footprint from %s: %s", name, err)
+        footprints = {} if self._protects_clients() else self.footprints
         return {"global_state_path": path, "client_models": client_models, "footprints": footprints}
 
     def shutdown(self) -> None:

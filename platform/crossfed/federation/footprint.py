@@ -82,6 +82,11 @@ class RankMeter:
         return metrics
 
 
+def call_footprint(per_rank: list[dict[str, float]], wall_s: float) -> dict[str, float]:
+    """A client's footprint of one call: its wall time, and its ranks' device-hours and energies summed."""
+    return {"wall_s": wall_s, **sum_ranks(per_rank)}
+
+
 def sum_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """A client's footprint of one call from its ranks': device-hours and energies summed. An energy is
     kept only if every rank measured it (a sum over some ranks would pass for the client's)."""
@@ -90,6 +95,14 @@ def sum_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
         if per_rank and all(key in rank for rank in per_rank):
             totals[key] = sum(rank[key] for rank in per_rank)
     return totals
+
+
+def add_footprints(total: dict[str, float] | None, call: dict[str, float]) -> dict[str, float]:
+    """`total` (None: no call yet) plus one more call's footprint: wall time and device-hours summed, an
+    energy only if both measured it (a total over some calls would pass for the whole)."""
+    if total is None:
+        return dict(call)
+    return {key: total[key] + call[key] for key in total.keys() & call.keys()}
 
 
 def energy_text(footprint: dict[str, float]) -> str:
