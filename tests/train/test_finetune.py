@@ -190,3 +190,39 @@ def check_the_registered_classifiers(store, runs, config, tmp_path, stdout):
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "s.npz").exists() and not (tmp_path / "s.csv").exists()
+    check_mlflow_serves_it(uri, env, events, expected)
+
+
+def check_mlflow_serves_it(uri, env, events, expected):
+    """`mlflow models serve`, as docs/models.md shows it, answers the events' scores over HTTP."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    count = 5
+    body = {"inputs": {"features": events.features[:count].tolist(), "types": events.types[:count].tolist(),
+                       "mask": events.mask[:count].tolist()}, "params": {"experiment": "cms"}}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    predictions = json.loads(answer.read())["predictions"]
+                break
+            except OSError:  # not listening yet
+                assert time.monotonic() < deadline, "mlflow models serve did not answer within 180 s"
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    np.testing.assert_allclose(np.asarray(predictions, dtype=float).ravel(), expected[:count], rtol=1e-5, atol=1e-6)
