@@ -167,14 +167,15 @@ def dataset_records(config: RunConfig, experiments: list[str] | None = None) -> 
         if experiment.finetune:
             datasets[f"{name}.finetune.signal"] = (experiment.finetune.signal, experiment.data_schema)
             datasets[f"{name}.finetune.background"] = (experiment.finetune.background, experiment.data_schema)
-    records = {}
-    for key, (dataset, schema) in datasets.items():
-        if dataset is None:
-            continue
-        files = dataset_files(dataset, f"experiments.{key}")
-        records[key] = {"files": files, "digest": fingerprint(files), "schema": schema, "selection": dataset.selection,
-                        "max_events": dataset.max_events, "entries": count_entries(files, schema)}
-    return records
+    return {key: dataset_record(dataset, schema, f"experiments.{key}")
+            for key, (dataset, schema) in datasets.items() if dataset is not None}
+
+
+def dataset_record(dataset: DatasetConfig, schema: str, where: str) -> dict:
+    """One dataset's record (see `dataset_records`); errors name `where`."""
+    files = dataset_files(dataset, where)
+    return {"files": files, "digest": fingerprint(files), "schema": schema, "selection": dataset.selection,
+            "max_events": dataset.max_events, "entries": count_entries(files, schema)}
 
 
 def count_entries(files: list[str], schema: str) -> int | None:
@@ -255,17 +256,23 @@ class EventDataset(mlflow.data.dataset.Dataset):
                 "profile": json.dumps(self.profile)}
 
 
-def log_datasets(records: dict[str, dict]) -> None:
-    """Each dataset of `dataset_records` as an input of the active run, named `<experiment>.<part>` with
-    context `pretrain`, `finetune.signal` or `finetune.background`: the UI's Datasets column. Only the
-    record travels; the events stay at their site."""
+def log_datasets(records: dict[str, dict], run_id: str | None = None,
+                 client: mlflow.MlflowClient | None = None) -> None:
+    """Each dataset of `dataset_records` as an input of run `run_id` (default the active run), named
+    `<experiment>.<part>` with context `pretrain`, `finetune.signal` or `finetune.background`: the UI's
+    Datasets column. Only the record travels; the events stay at their site."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+    client = client or mlflow.MlflowClient()
+    run_id = run_id or mlflow.active_run().info.run_id
     for key, record in records.items():
-        dataset, context = EventDataset(key, record), key.split(".", 1)[1]
+        entity = Dataset(**EventDataset(key, record).to_dict())
+        context = InputTag(MLFLOW_DATASET_CONTEXT, key.split(".", 1)[1])
         for attempt in range(3):
             try:
-                mlflow.log_input(dataset, context=context)
+                client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
                 break
             except MlflowException as err:
                 # Runs logging the same dataset at once (a study's concurrent pre-trainings) race in MLflow's

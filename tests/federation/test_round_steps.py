@@ -18,7 +18,7 @@ import pytest
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.federation import checkpoint
-from crossfed.federation.driver import FederationDriver, RecoveryState, evaluation_round, sample_clients
+from crossfed.federation.driver import FederationDriver, RecoveryState, periodic_round, sample_clients
 from crossfed.federation.rounds import plan_rounds
 from crossfed.federation.strategies import ClientUpdate
 from crossfed.federation.validation import update_norm
@@ -27,10 +27,10 @@ from crossfed.storage import FileEntry, Storage
 NAMES = ("cms", "atlas", "lhcb", "alice")
 
 
-def make_driver(tmp_path, mode="federated", keep=2, **federation) -> FederationDriver:
+def make_driver(tmp_path, mode="federated", keep=2, every=1, **federation) -> FederationDriver:
     config = config_from_dict({
         "seed": 5,
-        "checkpoint": {"keep": keep},
+        "checkpoint": {"keep": keep, "every": every},
         "experiments": {name: {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}} for name in NAMES},
         "federation": {"rounds": 3, "local_steps": 4, **federation},
     })
@@ -310,9 +310,29 @@ def test_the_global_model_is_evaluated_every_evaluate_every_rounds_and_after_the
     assert all("clients/updated" in r and "time/round_s" in r for r in records)  # every round is recorded
     evaluated = [call for call in recorded(driver)["cms"] if call[0] == "evaluate"]
     assert [round_number for _, round_number in evaluated] == [2, 5, 6]  # each after its round's training
-    assert evaluation_round(4, 1, 7) and not evaluation_round(4, 3, 7) and evaluation_round(7, 3, 7)
+    assert periodic_round(4, 1, 7) and not periodic_round(4, 3, 7) and periodic_round(7, 3, 7)
     with pytest.raises(CrossfedError, match="federation.evaluate_every"):
         make_driver(tmp_path, evaluate_every=0)
+
+
+def test_with_checkpoint_every_3_only_rounds_3_6_and_the_last_are_committed(tmp_path, local_ray):
+    driver = make_driver(tmp_path, rounds=7, every=3, keep=5)
+    scripted(driver, local_ray)
+    run = Storage(str(tmp_path / "run"))
+    committed = []
+    for _ in range(7):
+        record = driver.run_round()
+        committed.append(driver.state()[0])
+        assert "time/round_s" in record and driver.global_state["w"][0] == np.float32(0.5 * record["round"])
+    assert committed == [0, 0, 3, 3, 3, 6, 7]
+    assert checkpoint.committed_rounds(run) == [7, 6, 3]
+    saves = [call[1] for call in recorded(driver)["cms"] if call[0] == "save"]
+    assert saves == [3, 6, 7]
+    # what a resume (and the interruption message) sees: the last commit and the records up to it only
+    assert [r["round"] for r in checkpoint.read_round(run, 6).driver_state["history"]] == [1, 2, 3, 4, 5, 6]
+    assert periodic_round(6, 3, 7) and not periodic_round(5, 3, 7) and periodic_round(7, 3, 7)
+    with pytest.raises(CrossfedError, match=r"checkpoint.every is 2: with federation.privacy.enabled every round"):
+        make_driver(tmp_path, every=2, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 1.0})
 
 
 def test_the_run_footprint_adds_up_the_committed_rounds_training_and_evaluation_across_a_resume(tmp_path, local_ray):

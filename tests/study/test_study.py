@@ -343,6 +343,18 @@ def test_fine_tune_runs_record_their_settings_source_model_and_real_duration(stu
     from mlflow import MlflowClient
 
     client = MlflowClient(study_run["uri"])
+    # each records the labelled samples of its task as inputs (the UI's Datasets column): name, context and
+    # the files' fingerprint; the events stay at the site
+    from crossfed.tracking import fingerprint
+
+    for run in singles[:8]:
+        experiment, task = run.data.tags[rep.EXPERIMENT], study.tasks[run.data.params["task"]]
+        inputs = {i.tags[0].value: i.dataset for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert sorted(inputs) == ["finetune.background", "finetune.signal"], inputs
+        for context, process in (("finetune.signal", task.signal), ("finetune.background", task.background)):
+            files = study.experiments[experiment].labelled[process].files
+            assert inputs[context].name == f"{experiment}.{context}"
+            assert inputs[context].digest == fingerprint(sorted(files)), (context, process)
     run = singles[0]
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(1, epochs + 1))

@@ -57,6 +57,14 @@ class RunConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _privacy_commits_every_round(self):
+        if self.federation.privacy.enabled and self.checkpoint.every != 1:
+            # rounds run again after a resume would release a second, differently noised model of each
+            raise ValueError(f"checkpoint.every is {self.checkpoint.every}: with federation.privacy.enabled every "
+                             "round is committed (checkpoint.every: 1)")
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 

@@ -1,4 +1,4 @@
-"""How many committed rounds a run keeps in its storage (`output_dir` / CROSSFED_STORAGE)."""
+"""How often a run commits a round to its storage (`output_dir` / CROSSFED_STORAGE), and how many it keeps."""
 
 from pydantic import Field, PositiveInt
 
@@ -8,4 +8,9 @@ from crossfed.config.base import Section
 class CheckpointConfig(Section):
     keep: PositiveInt = Field(
         2, description="committed rounds kept; a damaged newest round is skipped on --resume for an older one"
+    )
+    every: PositiveInt = Field(
+        1, description="commit (checkpoint every client, then the driver) every N rounds and after the last: fewer "
+                       "writes per round; an interrupted run resumes from its last commit and runs the rounds "
+                       "after it again, and their metrics reach MLflow with the commit (1 with privacy)"
     )

@@ -23,10 +23,12 @@ brought back any client whose actor died; each takes what the one before returne
                 simply hands its weights over);
 7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
                 round is skipped: not evaluated, checkpointed or reported until it has rejoined); only
-                every `evaluate_every` rounds and after the last (`evaluation_round`);
+                every `evaluate_every` rounds and after the last (`periodic_round`);
 8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; only then
                 adopt the new global model and record the round, and remove checkpoints no kept round
-                needs (`crossfed.federation.checkpoint` describes the protocol and the layout).
+                needs (`crossfed.federation.checkpoint` describes the protocol and the layout). Only
+                every `checkpoint.every` rounds and after the last (`periodic_round`); in the rounds
+                between, `advance` adopts the round in memory alone.
 
 Under DP the round's record holds only ε, δ and (with `metric_noise_multiplier`) the noised global
 validation metrics, unless `per_client_metrics` opts out (federation/privacy.py says why).
@@ -201,10 +203,11 @@ def round_footprints(payloads: dict[str, dict], evaluations: dict[str, dict]) ->
     return footprints
 
 
-def evaluation_round(round_number: int, evaluate_every: int, last_round: int) -> bool:
-    """Whether the global model is evaluated after `round_number`: rounds N, 2N, ... of N = `evaluate_every`,
-    and the last round always (a run's final metrics are never older than its model)."""
-    return round_number % evaluate_every == 0 or round_number == last_round
+def periodic_round(round_number: int, every: int, last_round: int) -> bool:
+    """Whether a step done every N rounds happens after `round_number`: rounds N, 2N, ... and the last
+    always. The global model's evaluation (N = `federation.evaluate_every`: a run's final metrics are never
+    older than its model) and the commit (N = `checkpoint.every`: a finished run is committed)."""
+    return round_number % every == 0 or round_number == last_round
 
 
 def sample_clients(names: list[str], wanted: int | None, seed: int, round_number: int) -> list[str]:
@@ -238,7 +241,8 @@ class FederationDriver:
         self.client_starts: dict[str, Any] = {}  # name -> the ObjectRef of its `start` (workers starting)
         self.global_state: State = {}
         self.history: list[dict] = []
-        self.footprints: dict[str, dict[str, float]] = {}  # client -> its footprint over the committed rounds
+        self.footprints: dict[str, dict[str, float]] = {}  # client -> its footprint over the rounds so far
+        self.committed_round = 0  # the last round committed (`checkpoint.every`: rounds after it in memory)
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
         self.system_metrics: tuple[str, str] | None = None  # (run id, tracking URI) once `monitor_system` is on
@@ -361,6 +365,7 @@ class FederationDriver:
                                       {n: c.manifest for n, c in found.clients.items()})
         self.history = driver_state["history"]
         self.footprints = driver_state["footprints"]
+        self.committed_round = found.round
         self.global_state = found.global_state
         if self.strategy is not None:
             self.strategy.load_state_dict(driver_state["strategy"])
@@ -396,7 +401,8 @@ class FederationDriver:
         return self.last_received
 
     def state(self) -> tuple[int, list[dict]]:
-        return self.recovery.completed_rounds, self.history
+        """The last committed round and the records up to it."""
+        return self.committed_round, [r for r in self.history if r["round"] <= self.committed_round]
 
     # -- a round --------------------------------------------------------------------------------------
     def run_round(self) -> dict:
@@ -448,7 +454,7 @@ class FederationDriver:
         aggregation_s = time.perf_counter() - aggregation_started
         # Under DP no validation metric leaves a client unless it is to be released noised (or unprotected).
         protected = self._protects_clients()
-        evaluated = evaluation_round(round_number, self.config.federation.evaluate_every, len(self.plan.steps_per_round))
+        evaluated = periodic_round(round_number, self.config.federation.evaluate_every, len(self.plan.steps_per_round))
         released = evaluated and not (protected and not self.privacy.releases_metrics)
         evaluations, evaluation_footprints = self.evaluate(new_global) if released else ({}, {})
         footprints = round_footprints(collected.payloads, evaluation_footprints)
@@ -468,7 +474,9 @@ class FederationDriver:
         if self.privacy is not None:
             record["privacy/epsilon"] = float(self.privacy.epsilon())
             record["privacy/delta"] = self.config.federation.privacy.delta
-        self.commit(round_number, new_global, record, footprints, round_started=None if protected else started)
+        last_round = len(self.plan.steps_per_round)
+        adopt = self.commit if periodic_round(round_number, self.config.checkpoint.every, last_round) else self.advance
+        adopt(round_number, new_global, record, footprints, round_started=None if protected else started)
         return record
 
     def _min_clients(self) -> int:
@@ -650,9 +658,7 @@ class FederationDriver:
         history = [*self.history, record] if record is not None else list(self.history)
         recovery = self.recovery.copy()
         recovery.committed(round_number, manifests)
-        totals = {name: add_footprints(self.footprints.get(name), footprint)
-                  for name, footprint in (footprints or {}).items()}
-        totals = {**self.footprints, **totals}
+        totals = self._footprint_totals(footprints or {})
         driver_state = {
             **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
@@ -668,7 +674,24 @@ class FederationDriver:
         self.history = history
         self.footprints = totals
         self.recovery.committed(round_number, manifests)
+        self.committed_round = round_number
         self._prune(idle)
+
+    def advance(self, round_number: int, new_global: State, record: dict, footprints: dict[str, dict], *,
+                round_started: float | None = None) -> None:
+        """8'. A round between commits (`checkpoint.every`): the driver adopts it in memory only; the clients
+        keep their last checkpoints. A resume starts from the last commit and runs this round again."""
+        if round_started is not None:
+            record["time/round_s"] = time.perf_counter() - round_started
+        self.global_state = new_global
+        self.history = [*self.history, record]
+        self.footprints = self._footprint_totals(footprints)
+        self.recovery.completed_rounds = round_number
+
+    def _footprint_totals(self, footprints: dict[str, dict]) -> dict[str, dict]:
+        """The run's footprint totals with a round's `footprints` added."""
+        added = {name: add_footprints(self.footprints.get(name), footprint) for name, footprint in footprints.items()}
+        return {**self.footprints, **added}
 
     def _prune(self, names: list[str]) -> None:
         """Keep the newest `checkpoint.keep` committed rounds; the clients `names` (idle ones) delete the

@@ -108,6 +108,7 @@ def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: E
     job_id = _open_job_run(client, config, experiment, tasks, ladder, seeds, log)
     try:
         per_task, processes = labelled_task_events(config, experiment, data, tasks)
+        datasets = task_datasets(experiment, data, tasks)
         encoded = {}
         if config.finetune.mode == "frozen":  # the encoder never changes: every event is encoded once
             encoded = {p: encode_events(config, experiment, state, events) for p, events in processes.items()}
@@ -116,12 +117,25 @@ def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: E
             features = np.concatenate([encoded[signal], encoded[background]]) if encoded else None
             for n in ladder:
                 runs = [_logged_finetune(client, job_id, log, config, experiment, task, n, seed, state,
-                                         per_task[task], features) for seed in seeds]
+                                         per_task[task], features, datasets[task]) for seed in seeds]
                 results[(task, n)] = summarise(runs)
     except BaseException:
         client.set_terminated(job_id, "FAILED")
         raise
     return job_id, results
+
+
+def task_datasets(experiment: str, data: ExperimentData, tasks: dict[str, tuple[str, str]]) -> dict[str, dict]:
+    """{task: the records (`tracking.dataset_records`) of its labelled signal and background samples},
+    read where the job runs, at the experiment's site; each fine-tuning's run logs its task's as inputs."""
+    from crossfed.tracking import dataset_record
+
+    records = {process: dataset_record(data.labelled[process], data.schema,
+                                       f"the study's {experiment} {process} sample")
+               for process in dict.fromkeys(p for pair in tasks.values() for p in pair)}
+    return {task: {f"{experiment}.finetune.signal": records[signal],
+                   f"{experiment}.finetune.background": records[background]}
+            for task, (signal, background) in tasks.items()}
 
 
 def _finetune_params(config: RunConfig) -> dict[str, str]:
@@ -158,13 +172,14 @@ def _log_params(client, run_id: str, params: dict) -> None:
 
 
 def _logged_finetune(client, job_id: str, log: RunLog, config: RunConfig, experiment: str, task: str, n: int,
-                     seed: int, state, events, features):
+                     seed: int, state, events, features, datasets: dict[str, dict]):
     """One fine-tuning in its own run, opened before it trains: settings as params, the source model as tag
-    and param, the per-epoch losses as series (logged with the finished run, in one batch: a study runs
-    thousands of these), the test metrics as final values."""
+    and param, its labelled `datasets` as inputs, the per-epoch losses as series (logged with the finished
+    run, in one batch: a study runs thousands of these), the test metrics as final values."""
     from mlflow.entities import Metric, Param
 
     from crossfed.study.report import EXPERIMENT, KIND, PARENT
+    from crossfed.tracking import log_datasets
     from crossfed.train.finetune import finetune
 
     settings = config.finetune
@@ -178,6 +193,7 @@ def _logged_finetune(client, job_id: str, log: RunLog, config: RunConfig, experi
         "mlflow.note.content": description}).info.run_id
     _log_params(client, run_id, {**_finetune_params(config), "experiment": experiment, "task": task,
                                  "labelled_events": n, "seed": seed, "source_model": log.source_model})
+    log_datasets(datasets, run_id, client)
     epochs: list[Metric] = []
 
     def on_epoch(epoch: int, losses: dict[str, float]) -> None:

@@ -229,7 +229,7 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     from ray.util import get_current_placement_group
 
     from crossfed.federation import run_federation
-    from crossfed.federation.driver import evaluation_round
+    from crossfed.federation.driver import periodic_round
 
     config = config_from_dict(apply_overrides(base_raw, params), source=source)
     trial_id = tune.get_context().get_trial_id()
@@ -243,7 +243,7 @@ def _trial(params: dict[str, Any], *, base_raw: dict, source: str, parent_run_id
     fed = config.federation
 
     def report(round_index: int, metrics: dict[str, float], run_id: str | None = None) -> None:
-        if not evaluation_round(round_index, fed.evaluate_every, fed.rounds):
+        if not periodic_round(round_index, fed.evaluate_every, fed.rounds):
             return
         run_id = run_id or mlflow.active_run().info.run_id  # given once the federation's run has ended
         with tempfile.TemporaryDirectory() as folder:
