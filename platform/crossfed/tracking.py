@@ -142,14 +142,15 @@ def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
         raise CrossfedError(f"{where}: {err}") from None
 
 
-def fingerprint(files: list[str]) -> str:
+def fingerprint(files: list[str], cache_dir: str | Path | None = None) -> str:
     """First 16 hex digits of a SHA-256 over the files' fingerprints in path order: the tensor cache's
-    (`crossfed.data.cache.file_fingerprint`: local files by content, remote ROOT files by UUID and size)."""
+    (`crossfed.data.cache.file_fingerprint`: local files by content, remote ROOT files by UUID and size;
+    with `cache_dir`, a hash that cache already knows is not computed again)."""
     from crossfed.data.cache import file_fingerprint
 
     digest = hashlib.sha256()
     for path in files:
-        digest.update(file_fingerprint(path).encode())
+        digest.update(file_fingerprint(path, cache_dir).encode())
         digest.update(b"\0file\0")
     return digest.hexdigest()[:16]
 
@@ -167,14 +168,15 @@ def dataset_records(config: RunConfig, experiments: list[str] | None = None) -> 
         if experiment.finetune:
             datasets[f"{name}.finetune.signal"] = (experiment.finetune.signal, experiment.data_schema)
             datasets[f"{name}.finetune.background"] = (experiment.finetune.background, experiment.data_schema)
-    return {key: dataset_record(dataset, schema, f"experiments.{key}")
+    return {key: dataset_record(dataset, schema, f"experiments.{key}", config.data.cache_dir)
             for key, (dataset, schema) in datasets.items() if dataset is not None}
 
 
-def dataset_record(dataset: DatasetConfig, schema: str, where: str) -> dict:
-    """One dataset's record (see `dataset_records`); errors name `where`."""
+def dataset_record(dataset: DatasetConfig, schema: str, where: str, cache_dir: str | Path | None = None) -> dict:
+    """One dataset's record (see `dataset_records`); errors name `where`; `cache_dir`: the tensor cache's
+    folder, where the files' hashes are remembered."""
     files = dataset_files(dataset, where)
-    return {"files": files, "digest": fingerprint(files), "schema": schema, "selection": dataset.selection,
+    return {"files": files, "digest": fingerprint(files, cache_dir), "schema": schema, "selection": dataset.selection,
             "max_events": dataset.max_events, "entries": count_entries(files, schema)}
 
 

@@ -55,6 +55,34 @@ def test_content_schema_and_selection_changes_miss(nanoaod_file, tmp_path):
     assert not stats.from_cache and batch.features[0, 0, 0] == pytest.approx(36.0)
 
 
+def test_a_file_is_hashed_once_until_it_is_copied_over_even_with_its_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    import crossfed.data.cache as cache
+
+    hashed = []
+    hash_file = cache._hash_file
+    monkeypatch.setattr(cache, "_hash_file", lambda path: hashed.append(path) or hash_file(path))
+    monkeypatch.setattr(cache, "RACY_S", 0.0)  # the files here were written a moment ago
+    events, cache_dir = tmp_path / "events.root", tmp_path / "cache"
+    events.write_bytes(b"root" + bytes(1000))
+    first = cache.file_fingerprint(str(events), cache_dir)
+    assert cache.file_fingerprint(str(events), cache_dir) == first == cache.file_fingerprint(str(events))
+    assert hashed == [str(events), str(events)]  # the second call found it remembered; the third has no cache
+    # the same size and mtime, other bytes (cp -p over it): its ctime changed, so it is hashed again
+    stat = os.stat(events)
+    events.write_bytes(b"root" + bytes(999) + b"x")
+    os.utime(events, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache.file_fingerprint(str(events), cache_dir) != first and len(hashed) == 3
+    # a file changed moments ago is hashed every time (a change in the same clock tick would go unseen)
+    monkeypatch.setattr(cache, "RACY_S", 60.0)
+    fresh = tmp_path / "fresh.root"
+    fresh.write_bytes(b"root")
+    cache.file_fingerprint(str(fresh), cache_dir)
+    cache.file_fingerprint(str(fresh), cache_dir)
+    assert hashed[-2:] == [str(fresh), str(fresh)]
+
+
 def test_load_dataset_uses_the_config(nanoaod_file, tmp_path):
     data = DataConfig(cache_dir=str(tmp_path / "cache"), max_objects=5, chunk_size="1")
     dataset = DatasetConfig(files=[str(nanoaod_file)], selection="n_jets >= 1", max_events=1)

@@ -108,7 +108,7 @@ def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: E
     job_id = _open_job_run(client, config, experiment, tasks, ladder, seeds, log)
     try:
         per_task, processes = labelled_task_events(config, experiment, data, tasks)
-        datasets = task_datasets(experiment, data, tasks)
+        datasets = task_datasets(experiment, data, tasks, config.data.cache_dir)
         encoded = {}
         if config.finetune.mode == "frozen":  # the encoder never changes: every event is encoded once
             encoded = {p: encode_events(config, experiment, state, events) for p, events in processes.items()}
@@ -125,13 +125,14 @@ def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: E
     return job_id, results
 
 
-def task_datasets(experiment: str, data: ExperimentData, tasks: dict[str, tuple[str, str]]) -> dict[str, dict]:
+def task_datasets(experiment: str, data: ExperimentData, tasks: dict[str, tuple[str, str]],
+                  cache_dir: str) -> dict[str, dict]:
     """{task: the records (`tracking.dataset_records`) of its labelled signal and background samples},
     read where the job runs, at the experiment's site; each fine-tuning's run logs its task's as inputs."""
     from crossfed.tracking import dataset_record
 
     records = {process: dataset_record(data.labelled[process], data.schema,
-                                       f"the study's {experiment} {process} sample")
+                                       f"the study's {experiment} {process} sample", cache_dir)
                for process in dict.fromkeys(p for pair in tasks.values() for p in pair)}
     return {task: {f"{experiment}.finetune.signal": records[signal],
                    f"{experiment}.finetune.background": records[background]}
