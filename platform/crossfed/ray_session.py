@@ -47,7 +47,9 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
     """Use an initialised Ray, else join `address` or RAY_ADDRESS, else start an embedded local Ray.
 
     `options` go to `ray.init`; Ray's own log lines are kept to warnings unless `logging_level` says
-    otherwise. Options that only a new Ray accepts are dropped when joining a cluster. Under a CLI command
+    otherwise. An embedded Ray starts without its dashboard unless `include_dashboard=True`: it lives for
+    one command, and the dashboard's processes cost a second and a core at start-up (for a dashboard,
+    `ray start --head` and `--address`). Options that only a new Ray accepts are dropped when joining a cluster. Under a CLI command
     (`crossfed.logs`) Ray's lines and its workers' output go to the command's log file, not the console,
     unless --verbose; crossfed's warnings from workers are restated on the console.
     """
@@ -71,6 +73,7 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise CrossfedError(f"cannot connect to the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     else:
+        options.setdefault("include_dashboard", False)
         ray.init(address="local", **options)
         watchdog = start_watchdog(ray._private.worker._global_node.get_session_dir_path())
     if logs.is_set_up() and options.get("log_to_driver", True):

@@ -4,7 +4,7 @@ Every run records the full configuration (dotted params and `config.yaml`), the 
 the mode, a fingerprint of each dataset's file contents (which data trained the model), a one-paragraph
 description (`mlflow.note.content`), the crossfed version (`crossfed.version`) and, when crossfed runs
 from a git checkout, its commit (`mlflow.source.git.commit`, also `crossfed.git_commit`). Fingerprints
-are computed where the data is (`dataset_records`, called by the data check on each experiment's
+are computed where the data is (`data.records.dataset_records`, called by the data check on each experiment's
 client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process
 that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import mlflow
 import numpy as np
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from crossfed.config import DatasetConfig, RunConfig, TrackingConfig
+from crossfed.config import RunConfig, TrackingConfig
 from crossfed.errors import CrossfedError
 
 SOFTWARE = ["crossfed", "torch", "ray", "deepspeed", "mlflow", "uproot"]
@@ -130,70 +129,6 @@ def run_tags(description: str) -> dict[str, str]:
         tags["mlflow.user"] = getpass.getuser()
     tags["mlflow.note.content"] = description
     return tags
-
-
-def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
-    """The dataset's files as the reader expands them (globs, URLs kept), sorted; errors name `where`."""
-    from crossfed.data.reader import expand_files
-
-    try:
-        return sorted(set(expand_files(dataset.files)))
-    except CrossfedError as err:
-        raise CrossfedError(f"{where}: {err}") from None
-
-
-def fingerprint(files: list[str], cache_dir: str | Path | None = None) -> str:
-    """First 16 hex digits of a SHA-256 over the files' fingerprints in path order: the tensor cache's
-    (`crossfed.data.cache.file_fingerprint`: local files by content, remote ROOT files by UUID and size;
-    with `cache_dir`, a hash that cache already knows is not computed again)."""
-    from crossfed.data.cache import file_fingerprint
-
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(file_fingerprint(path, cache_dir).encode())
-        digest.update(b"\0file\0")
-    return digest.hexdigest()[:16]
-
-
-def dataset_records(config: RunConfig, experiments: list[str] | None = None) -> dict[str, dict]:
-    """What a run records of each dataset of `experiments` (default all), by key `<experiment>.pretrain`,
-    `.finetune.signal`, `.finetune.background`: its files (as the reader expands them), fingerprint
-    (`digest`), schema, selection, max_events, and the events its files hold before any selection
-    (`entries`). Reads the files: call it where the data is (a federation's clients do, at their sites)."""
-    datasets = {}
-    for name, experiment in config.experiments.items():
-        if experiments is not None and name not in experiments:
-            continue
-        datasets[f"{name}.pretrain"] = (experiment.pretrain, experiment.data_schema)
-        if experiment.finetune:
-            datasets[f"{name}.finetune.signal"] = (experiment.finetune.signal, experiment.data_schema)
-            datasets[f"{name}.finetune.background"] = (experiment.finetune.background, experiment.data_schema)
-    return {key: dataset_record(dataset, schema, f"experiments.{key}", config.data.cache_dir)
-            for key, (dataset, schema) in datasets.items() if dataset is not None}
-
-
-def dataset_record(dataset: DatasetConfig, schema: str, where: str, cache_dir: str | Path | None = None) -> dict:
-    """One dataset's record (see `dataset_records`); errors name `where`; `cache_dir`: the tensor cache's
-    folder, where the files' hashes are remembered."""
-    files = dataset_files(dataset, where)
-    return {"files": files, "digest": fingerprint(files, cache_dir), "schema": schema, "selection": dataset.selection,
-            "max_events": dataset.max_events, "entries": count_entries(files, schema)}
-
-
-def count_entries(files: list[str], schema: str) -> int | None:
-    """Events in the files' trees (before selection); None when a file cannot tell (checked elsewhere)."""
-    from crossfed.data.files import find_tree, open_root
-    from crossfed.data.schema import load_schema
-
-    try:
-        tree_names = load_schema(schema).tree_names
-        total = 0
-        for path in files:
-            with open_root(path) as root_file:
-                total += int(find_tree(root_file, path, tree_names)[1].num_entries)
-        return total
-    except CrossfedError:
-        return None
 
 
 def fingerprint_tags(records: dict[str, dict]) -> dict[str, str]:

@@ -345,7 +345,7 @@ def test_fine_tune_runs_record_their_settings_source_model_and_real_duration(stu
     client = MlflowClient(study_run["uri"])
     # each records the labelled samples of its task as inputs (the UI's Datasets column): name, context and
     # the files' fingerprint; the events stay at the site
-    from crossfed.tracking import fingerprint
+    from crossfed.data.records import fingerprint
 
     for run in singles[:8]:
         experiment, task = run.data.tags[rep.EXPERIMENT], study.tasks[run.data.params["task"]]

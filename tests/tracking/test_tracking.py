@@ -7,6 +7,7 @@ import uproot
 import yaml
 
 from crossfed import tracking
+from crossfed.data import records
 from crossfed.config import TrackingConfig, config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.serving import mlflow_model
@@ -103,7 +104,7 @@ def test_starting_a_run_opens_no_data(workdir):
 
 
 def dataset_fingerprints(config, experiments=None):
-    return tracking.fingerprint_tags(tracking.dataset_records(config, experiments))
+    return tracking.fingerprint_tags(records.dataset_records(config, experiments))
 
 
 def test_fingerprint_follows_file_contents(workdir):

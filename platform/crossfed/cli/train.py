@@ -37,6 +37,7 @@ def finetune_command(
 
     from crossfed import tracking
     from crossfed.config import load_config
+    from crossfed.data.records import dataset_records
     from crossfed.errors import CrossfedError
     from crossfed.model_source import check_model_settings, resolve_model_source
     from crossfed.train.finetune import finetune, load_labelled_events
@@ -57,7 +58,7 @@ def finetune_command(
     source = resolve_model_source(cfg.finetune.checkpoint if checkpoint is None else checkpoint, experiment)
     check_model_settings(source, cfg)
     data = load_labelled_events(cfg, experiment)  # read once for every rung
-    datasets = {key: record for key, record in tracking.dataset_records(cfg, [experiment]).items() if ".finetune." in key}
+    datasets = {key: record for key, record in dataset_records(cfg, [experiment]).items() if ".finetune." in key}
 
     console = Console()
     start = "from scratch" if source.from_scratch else f"from {source.reference}"

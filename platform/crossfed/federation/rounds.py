@@ -126,7 +126,7 @@ RESUMABLE_KEYS = ("name", "output_dir", "federation.rounds", "federation.round_t
 def tracking_run(config: RunConfig, mode: str, resume_id: str | None, datasets: dict[str, dict],
                  parent_run_id: str | None, run_name: str | None, driver: str = ""):
     """A new MLflow parent run, or the resumed run (checked by `resumable_run`) re-opened: its params and
-    tags are already there. `datasets`: the data's records (`tracking.dataset_records`), made at each
+    tags are already there. `datasets`: the data's records (`data.records.dataset_records`), made at each
     client's site: logged as the run's inputs and as fingerprint tags. `driver`: the name of the driver
     actor that runs it (in PROCESS_TAG).
 
@@ -346,7 +346,7 @@ def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]
     """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
     one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
     file is found before any run or folder is made. All problems, one line each; exit code 2. Returns the
-    data's records (`tracking.dataset_records`: fingerprints, event counts), made there too: the process
+    data's records (`data.records.dataset_records`: fingerprints, event counts), made there too: the process
     that starts the run never opens the data.
 
     Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
@@ -378,7 +378,7 @@ class DataChecker:
     def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, dict]]:
         """The problems with these experiments' data; when there are none, its records."""
         from crossfed.data.checks import check_experiment
-        from crossfed.tracking import dataset_records
+        from crossfed.data.records import dataset_records
 
         problems = [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
         return problems, {} if problems else dataset_records(config, experiments)

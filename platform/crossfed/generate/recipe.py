@@ -96,7 +96,7 @@ def make_recipe(path: str | Path, *, progress: bool = True, address: str | None 
     summaries = []
     # One Ray for the whole recipe (when there is anything to spread): starting it takes seconds.
     spread = needs_ray(recipe.workers, CHUNKS_PER_FILE, address, next(iter(recipe.node_groups.values()), None))
-    with connect_ray(address, include_dashboard=False, log_to_driver=False) if spread else contextlib.nullcontext():
+    with connect_ray(address, log_to_driver=False) if spread else contextlib.nullcontext():
         for d, detector in enumerate(recipe.detectors):
             folder = storage.join(recipe.output_dir, detector)
             storage.make_folder(folder)

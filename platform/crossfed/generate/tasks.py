@@ -163,8 +163,7 @@ def chunk_runner(workers: int | None, n_chunks: int, address: str | None, node_g
     if not needs_ray(workers, n_chunks, address, node_group):
         yield ChunkRunner(1, False, None)
         return
-    with connect_ray(address, num_cpus=max(os.cpu_count() or 1, workers or 0), include_dashboard=False,
-                     log_to_driver=False):
+    with connect_ray(address, num_cpus=max(os.cpu_count() or 1, workers or 0), log_to_driver=False):
         cpus = _cpus(node_group)
         yield ChunkRunner(max(1, min(workers or cpus, n_chunks)), True, node_group)
 

@@ -127,9 +127,9 @@ def finetune_job(config: RunConfig, experiment: str, state: dict | None, data: E
 
 def task_datasets(experiment: str, data: ExperimentData, tasks: dict[str, tuple[str, str]],
                   cache_dir: str) -> dict[str, dict]:
-    """{task: the records (`tracking.dataset_records`) of its labelled signal and background samples},
+    """{task: the records (`data.records.dataset_records`) of its labelled signal and background samples},
     read where the job runs, at the experiment's site; each fine-tuning's run logs its task's as inputs."""
-    from crossfed.tracking import dataset_record
+    from crossfed.data.records import dataset_record
 
     records = {process: dataset_record(data.labelled[process], data.schema,
                                        f"the study's {experiment} {process} sample", cache_dir)

@@ -135,7 +135,7 @@ def _ray(study: StudyConfig):
 
     workers = sum(e.cluster.workers * e.cluster.cpus_per_worker for e in study.experiments.values())
     cpus = max(os.cpu_count() or 1, int(study.compute.concurrent_runs * workers + 0.999))
-    with connect_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=logs.is_set_up()):
+    with connect_ray(num_cpus=cpus, log_to_driver=logs.is_set_up()):
         yield
 
 
