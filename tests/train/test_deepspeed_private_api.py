@@ -79,3 +79,18 @@ def test_zero3_private_calls_still_write_the_master_copy():
     outputs = [rank.communicate(timeout=300)[0] for rank in ranks]
     for rank, output in zip(ranks, outputs):
         assert rank.returncode == 0 and output.rstrip().endswith("ok"), output[-3000:]
+
+
+def test_deepspeed_is_imported_without_mlflow_which_then_still_imports():
+    """`trainer.import_deepspeed` keeps DeepSpeed's autotuner from importing MLflow (a second of every
+    rank's start-up), and leaves MLflow importable."""
+    script = ("import os, sys; os.environ['DS_ACCELERATOR'] = 'cpu'\n"
+              "from crossfed.train.trainer import import_deepspeed\n"
+              "deepspeed = import_deepspeed()\n"
+              "assert 'mlflow' not in sys.modules and deepspeed.init_distributed\n"
+              "import mlflow\n"
+              "print(mlflow.__version__)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "platform")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version("mlflow")

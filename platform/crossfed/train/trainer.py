@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def import_deepspeed():
+    """`import deepspeed`, without the MLflow import its autotuner (unused here) tries when MLflow is
+    installed: a second of every rank's start-up. A `None` in `sys.modules` makes that `import mlflow`
+    raise ImportError, which DeepSpeed catches; it is removed at once, so MLflow imports normally later."""
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None
+    try:
+        import deepspeed
+    finally:
+        del sys.modules["mlflow"]
+    return deepspeed
+
+
 def init_distributed(rank: int, world_size: int, device: str) -> None:
     """Join the process group described by MASTER_ADDR/PORT, RANK, WORLD_SIZE (a lone rank makes its own)."""
     if device == "cpu":
@@ -51,8 +68,7 @@ def init_distributed(rank: int, world_size: int, device: str) -> None:
     if world_size == 1 and "MASTER_PORT" not in os.environ:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo", auto_mpi_discovery=False,
                                verbose=False)
 
@@ -191,8 +207,7 @@ class LocalTrainer:
         self.global_shared: dict[str, torch.Tensor] = {}
 
     def _build_engine(self, total_steps: int):
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         training = self.config.training
         self.objective.to(self.device)
         self.proximal_ready = training.zero_stage < 3 or self.config.federation.strategy.name == "fedprox"

@@ -107,10 +107,11 @@ class WorkerGroup:
         import ray
 
         remote_class = ray.remote(TrainerWorker)
-        env = {} if gpus_per_worker > 0 else {"DS_ACCELERATOR": "cpu"}  # before DeepSpeed is imported
+        # No runtime env (DeepSpeed's accelerator is set by `trainer.init_distributed`, before it is first
+        # imported): a rank can then start in one of Ray's prestarted worker processes, not a new one.
         self.workers = []
         for rank in range(num_workers):
-            options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, runtime_env={"env_vars": env})
+            options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)
             if placement_group is not None:
                 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
