@@ -164,7 +164,7 @@ def test_a_federation_killed_mid_round_resumes_to_the_uninterrupted_model_with_d
     """ZeRO-2, 2 clients × 2 ranks; S3 storage; the driver process killed with SIGKILL in a random round."""
     import mlflow
 
-    from crossfed.data import records
+    from crossfed.data.records import fingerprint
     from crossfed.federation import run_federation
 
     raw, uninterrupted = zero2_run
@@ -184,7 +184,7 @@ def test_a_federation_killed_mid_round_resumes_to_the_uninterrupted_model_with_d
     for run in (uninterrupted.run_id, resumed.run_id):
         tags = client.get_run(run).data.tags
         for name in SITES:
-            expected = records.fingerprint([str(sites[name] / "events" / f"{name}.root")])
+            expected = fingerprint([str(sites[name] / "events" / f"{name}.root")])
             assert tags[f"crossfed.data.{name}.pretrain"] == expected
     assert not (sites["head"] / "events").exists()
     # Nothing of the runs landed on a local disk: checkpoints, markers and models are all in the bucket.

@@ -131,7 +131,7 @@ def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(sample
     """A local output_dir on a cluster whose nodes share no disk: the client's node lacks the run folder the
     driver made. (The data check at a client's site reports the fingerprints of its own experiment's data
     only.)"""
-    from crossfed.data import records
+    from crossfed.data.records import fingerprint as files_fingerprint
     from crossfed.config import ClusterConfig, config_from_dict
     from crossfed.errors import CrossfedError
     from crossfed.federation.client import FederationClient
@@ -147,6 +147,6 @@ def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(sample
         client.check_storage()
     run.write_json(checkpoint.RUN_FILE, {})
     client.check_storage()
-    fingerprint = records.fingerprint([str(samples["cms"]["ttbar"])])
+    fingerprint = files_fingerprint([str(samples["cms"]["ttbar"])])
     problems, records = DataChecker().report(config, ["cms"])
     assert problems == [] and list(records) == ["cms.pretrain"] and records["cms.pretrain"]["digest"] == fingerprint

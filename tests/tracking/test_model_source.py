@@ -13,7 +13,7 @@ import torch
 import uproot
 
 from crossfed import tracking
-from crossfed.data import records
+from crossfed.data.records import dataset_records
 from crossfed.config import config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.federation.result import save_state
@@ -53,7 +53,7 @@ def pretrained(tmp_path, monkeypatch):
              for name, state in states.items()}
     save_state(tmp_path / "global.npz", {k: v for k, v in states["cms"].items() if k.startswith("backbone.")})
     plan = plan_rounds(config, "federated", None)
-    records = records.dataset_records(config)  # as the clients' data checks make them, at their sites
+    records = dataset_records(config)  # as the clients' data checks make them, at their sites
     with tracking.start_run(config, tracking.run_name(config, "federated"), mode="federated",
                             nested_tags=tracking.fingerprint_tags(records)) as run:
         tracking.log_datasets(records)
@@ -171,7 +171,7 @@ def test_runs_logging_the_same_dataset_at_once_all_record_it(tmp_path, monkeypat
         file["Events"] = {"MET_pt": np.ones(3, dtype=np.float32)}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'race.db'}")
     experiment_id = mlflow.set_experiment("race").experiment_id
-    records = records.dataset_records(config_for())
+    records = dataset_records(config_for())
     barrier, errors, run_ids = threading.Barrier(6), [], []
 
     def one():

@@ -7,7 +7,7 @@ import uproot
 import yaml
 
 from crossfed import tracking
-from crossfed.data import records
+from crossfed.data.records import dataset_records
 from crossfed.config import TrackingConfig, config_from_dict
 from crossfed.errors import CrossfedError
 from crossfed.serving import mlflow_model
@@ -104,7 +104,7 @@ def test_starting_a_run_opens_no_data(workdir):
 
 
 def dataset_fingerprints(config, experiments=None):
-    return tracking.fingerprint_tags(records.dataset_records(config, experiments))
+    return tracking.fingerprint_tags(dataset_records(config, experiments))
 
 
 def test_fingerprint_follows_file_contents(workdir):
