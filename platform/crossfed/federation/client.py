@@ -265,7 +265,6 @@ class FederationClient:
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 
-
     def monitor_system(self, run_id: str, tracking_uri: str) -> None:
         """Log this client's node's CPU, memory, disk, network and (with pynvml, the `gpu` extra) GPU use into
         the run, as system/<client name>/..., from this actor on the node: MLflow's system-metrics monitor,
