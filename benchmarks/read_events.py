@@ -6,6 +6,7 @@ Modes, run in turn in each repeat so that a shared machine's load hits them alik
 reported, wall clock and CPU time of this process and its threads):
   uproot.iterate   plain `uproot.iterate` of the very branches the reader reads (the cms_nanoaod schema
                    resolved against the file), same chunk size, arrays built and dropped: the floor
+  uproot.iterate, threads  the same, decompressing in the reader's threads (`decompression_threads`)
   read_events      the reader: objects, definitions, overlap removal, MET, selection, ordering, padding
   before           the reader with its per-chunk step as it was before issue 18 (awkward records, kept in
                    tests/data/reference_reader.py as the tests' oracle)
@@ -36,14 +37,16 @@ from crossfed.data.schema import load_schema  # noqa: E402
 SCHEMA = "cms_nanoaod"
 
 
-def plain_uproot(path: Path, chunk_size: str) -> int:
-    """Events read by uproot.iterate over the branches the reader would read."""
+def plain_uproot(path: Path, chunk_size: str, decompression_executor=None) -> int:
+    """Events read by uproot.iterate over the branches the reader would read (with uproot's default
+    decompression, in the calling thread, unless an executor is given)."""
     schema = load_schema(SCHEMA)
     with uproot.open(path) as root_file:
         tree_name, tree = reader.find_tree(root_file, str(path), schema.tree_names)
         branches = sorted(set(reader.plan_read(tree, str(path), tree_name, schema).branches().values()))
     events = 0
-    for chunk in uproot.iterate(f"{path}:{tree_name}", branches, step_size=chunk_size, library="ak", how=dict):
+    for chunk in uproot.iterate(f"{path}:{tree_name}", branches, step_size=chunk_size, library="ak", how=dict,
+                                decompression_executor=decompression_executor):
         events += len(chunk[branches[0]])
     return events
 
@@ -72,7 +75,9 @@ def modes(path: Path, args, scratch: Path) -> dict:
             return stats.events_read
         return run
 
-    found = {"uproot.iterate": lambda: plain_uproot(path, args.chunk_size), "read_events": read}
+    found = {"uproot.iterate": lambda: plain_uproot(path, args.chunk_size),
+             "uproot.iterate, threads": lambda: plain_uproot(path, args.chunk_size, reader.decompression_threads()),
+             "read_events": read}
     if not args.no_before:
         found["before (awkward records)"] = before
     found.update({"cold read (cache miss)": through_cache(True), "cache hit": through_cache(False)})

@@ -155,3 +155,24 @@ def test_rntuple_nanoaod_with_flat_field_names(tmp_path):
     path = write_rntuple(tmp_path / "nano_rntuple.root", "Events", fields)
     batch, _ = read_events([str(path)], "cms_nanoaod", max_objects=8)
     np.testing.assert_allclose(batch.features[0, :6, PT], EVENT0_PT, rtol=1e-6)
+
+
+def _count_events(path: str, answers) -> None:
+    answers.put(read_events([path], "cms_nanoaod", max_objects=8)[1].events_read)
+
+
+def test_a_forked_child_reads_with_its_own_decompression_threads(nanoaod_file):
+    """The decompression threads are per process: a child forked after its parent read (a DataLoader
+    worker, a multiprocessing pool) would otherwise queue its baskets to threads it does not have."""
+    import multiprocessing
+
+    from crossfed.data.reader import decompression_threads
+
+    _, stats = read_events([str(nanoaod_file)], "cms_nanoaod", max_objects=8)
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_count_events, args=(str(nanoaod_file), answers))
+    child.start()
+    assert answers.get(timeout=60) == stats.events_read
+    child.join(timeout=30)
+    assert child.exitcode == 0 and decompression_threads() is decompression_threads()

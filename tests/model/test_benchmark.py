@@ -53,8 +53,8 @@ def test_read_benchmark_measures_every_mode(tmp_path):
     path = bench.write_ttree(tmp_path / "bench.root", "Events", bench.random_nanoaod_branches(1500))
     args = argparse.Namespace(selection="n_jets >= 2", max_objects=8, chunk_size=600, repeats=1, no_before=False)
     results = bench.measure(path, args, tmp_path)
-    assert list(results) == ["uproot.iterate", "read_events", "before (awkward records)", "cold read (cache miss)",
-                             "cache hit"]
+    assert list(results) == ["uproot.iterate", "uproot.iterate, threads", "read_events", "before (awkward records)",
+                             "cold read (cache miss)", "cache hit"]
     assert {events for events, _, _ in results.values()} == {1500}
     assert all(wall > 0 and cpu >= 0 for _, wall, cpu in results.values())
 

@@ -13,13 +13,16 @@ What each step did (object efficiencies, the b-tagger and MET source used, cuts 
 `ReadStats` for `crossfed inspect`, and anything a physicist must know is also a warning.
 
 Speed: every step is a numpy operation over all objects of the chunk, on flat columns (jagged.py), and
-the next chunk is read in a thread while this one is processed. benchmarks/read_events.py compares the
+the next chunk is read in a thread while this one is processed, its baskets decompressed by a pool of
+threads (`decompression_threads`). benchmarks/read_events.py compares the
 reader with plain `uproot.iterate` of the same branches; tests/data/test_reader_reference.py holds it to
 the bits of the awkward-record implementation it replaced.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -177,6 +180,18 @@ def _step_size(chunk_size: str | int) -> str | int:
         raise CrossfedError(f"chunk size {err}") from None
 
 
+def decompression_threads() -> ThreadPoolExecutor:
+    """The threads uproot decompresses baskets in (zlib, LZ4 and ZSTD release the GIL): reading a chunk
+    then uses the cores the processing thread leaves idle. One pool per process, up to 4 threads (by
+    pid: a forked child inherits the pool but not its threads)."""
+    return _threads_of(os.getpid())
+
+
+@functools.lru_cache(maxsize=1)
+def _threads_of(pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="crossfed-decompress")
+
+
 def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: int, step_size):
     root_file = open_root(path)
     with root_file:
@@ -185,7 +200,8 @@ def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: in
         branches = plan.branches()
         if not branches:
             return
-        chunks = tree.iterate(sorted(set(branches.values())), step_size=step_size, library="ak", how=dict)
+        chunks = tree.iterate(sorted(set(branches.values())), step_size=step_size, library="ak", how=dict,
+                              decompression_executor=decompression_threads())
         first = True
         # One chunk is read ahead in a thread while this one is processed: uproot's decompression and
         # awkward's kernels release the GIL, so reading and processing overlap (two chunks in memory).
