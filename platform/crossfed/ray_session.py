@@ -49,9 +49,10 @@ def connect_ray(address: str | None = None, **options) -> Iterator[None]:
     `options` go to `ray.init`; Ray's own log lines are kept to warnings unless `logging_level` says
     otherwise. An embedded Ray starts without its dashboard unless `include_dashboard=True`: it lives for
     one command, and the dashboard's processes cost a second and a core at start-up (for a dashboard,
-    `ray start --head` and `--address`). Options that only a new Ray accepts are dropped when joining a cluster. Under a CLI command
-    (`crossfed.logs`) Ray's lines and its workers' output go to the command's log file, not the console,
-    unless --verbose; crossfed's warnings from workers are restated on the console.
+    `ray start --head` and `--address`). Options that only a new Ray accepts are dropped when joining a
+    cluster. Under a CLI command (`crossfed.logs`) Ray's lines and its workers' output go to the command's
+    log file, not the console, unless --verbose; crossfed's warnings from workers are restated on the
+    console.
     """
     import ray
 

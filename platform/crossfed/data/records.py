@@ -13,7 +13,7 @@ from crossfed.errors import CrossfedError
 
 def dataset_files(dataset: DatasetConfig, where: str) -> list[str]:
     """The dataset's files as the reader expands them (globs, URLs kept), sorted; errors name `where`."""
-    from crossfed.data.reader import expand_files
+    from crossfed.data.files import expand_files
 
     try:
         return sorted(set(expand_files(dataset.files)))
