@@ -5,7 +5,8 @@
 
 crossfed runs a real federation: two clients of one CPU worker each (DeepSpeed ZeRO-0, FedAvg), each on
 its own NanoAOD-like file read through the tensor cache (filled before the clock starts), evaluated and
-checkpointed every round (`--evaluate-every`, `--checkpoint-every` for fewer), logged to a local MLflow store (created before the clock starts, as a site's
+checkpointed every round (`--evaluate-every`, `--checkpoint-every` for fewer; the commits written while
+the next round trains unless `--foreground-commits`), logged to a local MLflow store (created before the clock starts, as a site's
 store exists before its runs; `--fresh-store` counts the creation in start-up). With --flower (the optional extra `bench`),
 the same model, data shape, local steps, batch and two clients run under Flower's simulation engine in
 a virtual environment the benchmark makes for it (.crossfed/bench-venv: flwr[simulation] pins its own
@@ -51,7 +52,8 @@ def workload(args) -> dict:
     return {"preset": args.preset, "rounds": args.rounds, "local_steps": args.local_steps,
             "batch_size": args.batch_size, "max_objects": args.max_objects, "eval_batches": args.eval_batches,
             "events": args.events, "clients": list(CLIENTS), "lr": 0.01, "seed": 0, "fresh_store": args.fresh_store,
-            "checkpoint_every": args.checkpoint_every, "evaluate_every": args.evaluate_every}
+            "checkpoint_every": args.checkpoint_every, "evaluate_every": args.evaluate_every,
+            "background_commits": not args.foreground_commits}
 
 
 def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
@@ -67,7 +69,7 @@ def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
                      "eval_batches": work["eval_batches"], "device": "cpu"},
         "federation": {"rounds": work["rounds"], "local_steps": work["local_steps"], "min_clients": 2,
                        "evaluate_every": work["evaluate_every"]},
-        "checkpoint": {"every": work["checkpoint_every"]},
+        "checkpoint": {"every": work["checkpoint_every"], "background": work["background_commits"]},
         "tracking": {"uri": f"sqlite:///{scratch / 'mlflow.db'}", "experiment": "federation-overhead"},
     }
 
@@ -307,6 +309,8 @@ def main() -> None:
                         help="time the MLflow store's creation too (its schema migrations; once per site)")
     parser.add_argument("--checkpoint-every", type=int, default=1,
                         help="crossfed's checkpoint.every (Flower's simulation checkpoints nothing)")
+    parser.add_argument("--foreground-commits", action="store_true",
+                        help="crossfed's checkpoint.background: false (each commit written before the next round)")
     parser.add_argument("--evaluate-every", type=int, default=1,
                         help="crossfed's federation.evaluate_every (Flower's run evaluates every round)")
     parser.add_argument("--flower", action="store_true", help="also run Flower (creates .crossfed/bench-venv once)")

@@ -14,3 +14,9 @@ class CheckpointConfig(Section):
                        "writes per round; an interrupted run resumes from its last commit and runs the rounds "
                        "after it again, and their metrics reach MLflow with the commit (1 with privacy)"
     )
+    background: bool = Field(
+        True, description="write each commit while the next round trains: the clients snapshot their state at "
+                          "once, the uploads, manifests and the commit marker follow in the background (the round "
+                          "counts once its marker is written; metrics reach MLflow then). Not with privacy, where "
+                          "every round commits before the next starts"
+    )

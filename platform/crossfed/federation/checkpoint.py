@@ -21,8 +21,9 @@ first, so a half-removed round never looks committed), then each client's checkp
 names. Every file is checked against its checksum before it is used, so a damaged round is skipped for
 the newest intact one (`--resume`).
 
-A background writer (writing round k while round k+1 trains) fits this protocol unchanged: a round still
-counts only once its marker is written, after every file it lists.
+A commit written in the background (`checkpoint.background`: round k's files written while round k+1
+trains) follows this protocol unchanged: its ranks snapshot their state first, and the round counts only
+once its marker is written, after every file it lists.
 """
 
 from __future__ import annotations

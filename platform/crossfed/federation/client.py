@@ -211,14 +211,31 @@ class FederationClient:
             self._restart_workers(checkpoint_round, global_ref[0])
             return {"metrics": {}, "footprint": None}
 
-    def save(self, round_number: int) -> FileEntry:
-        """Checkpoint the full client state (private parameters, optimizer, data cursors): every rank puts
-        its own files into the run storage, then the MANIFEST listing them is written; its entry, which
-        the driver's commit marker records."""
+    def snapshot(self, round_number: int) -> None:
+        """Checkpoint the full client state (private parameters, optimizer, data cursors) as it is now:
+        every rank saves its part locally and puts it into the run storage in the background, while the
+        next round trains; `save` then completes the checkpoint."""
         folder = self.store.child(checkpoint.round_folder(round_number))
         folder.remove()  # what an attempt that never committed may have left
-        files = checkpoint.merge_rank_files(self._call_ranks("upload_checkpoint", folder.location))
-        return checkpoint.write_manifest(self.store, round_number, files, ranks=len(self.workers.workers))
+        self._call_ranks("snapshot_checkpoint", folder.location)
+
+    def save(self, round_number: int) -> FileEntry | None:
+        """Complete the checkpoint `snapshot` began: once every rank's files are in the run storage, the
+        MANIFEST listing them is written; its entry, which the driver's commit marker records. None when a
+        rank died since the snapshot (its part is lost; the client keeps its older checkpoint). Called while
+        the next round's `fit` runs (a rank answers it from a second thread)."""
+        folder = self.store.child(checkpoint.round_folder(round_number))
+        workers = self.workers  # `fit` may replace a broken group meanwhile
+        try:
+            per_rank = workers.uploaded_checkpoints(folder.location)
+        except Exception as err:  # noqa: BLE001 - only worker deaths are handled, the rest re-raised
+            if not _is_worker_failure(err):
+                raise
+            return None
+        if any(files is None for files in per_rank):
+            return None
+        files = checkpoint.merge_rank_files(per_rank)
+        return checkpoint.write_manifest(self.store, round_number, files, ranks=len(per_rank))
 
     def verify(self, round_number: int, manifest: FileEntry) -> str | None:
         """Why this client's checkpoint of `round_number` cannot be used (the file and what is wrong with

@@ -24,9 +24,11 @@ brought back any client whose actor died; each takes what the one before returne
 7. `evaluate`   the new global model on every idle client's validation split (a client that died in this
                 round is skipped: not evaluated, checkpointed or reported until it has rejoined); only
                 every `evaluate_every` rounds and after the last (`periodic_round`);
-8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; only then
-                adopt the new global model and record the round, and remove checkpoints no kept round
-                needs (`crossfed.federation.checkpoint` describes the protocol and the layout). Only
+8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; the round
+                counts once the marker is written, and checkpoints no kept round needs are removed then
+                (`crossfed.federation.checkpoint` describes the protocol and the layout). By default
+                only the ranks' snapshots are taken here and the rest is written while the next round
+                trains (`checkpoint.background`; the driver adopts the round in memory meanwhile). Only
                 every `checkpoint.every` rounds and after the last (`periodic_round`); in the rounds
                 between, `advance` adopts the round in memory alone.
 
@@ -40,7 +42,9 @@ docstring says.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +117,9 @@ class RecoveryState:
     Invariants, true whenever no round is running (`collect` adds stragglers and lost clients, `evaluate`
     lost ones, `idle` frees stragglers whose fit has returned, `rejoin` the lost clients it restarted;
     `client_rounds`, `client_manifests` and `completed_rounds` move only in `commit`):
-    - `completed_rounds` is the last round whose commit marker is written; the driver's global model and
-      history are those after that round. Round 0 is committed at start (the initial model), so that a
+    - `completed_rounds` is the last round the driver has adopted: its global model and history are those
+      after that round. It is the last committed round, or later where rounds were adopted in memory only
+      (`advance`) or their commit is still being written (`checkpoint.background`). Round 0 is committed at start (the initial model), so that a
       run stopped before its first round resumes from there.
     - `client_rounds[name]`, for every started client, is the round of that client's newest committed
       checkpoint (0: the one written at start); never more than `completed_rounds`. `client_manifests[name]`
@@ -167,18 +172,21 @@ class RecoveryState:
 
     def committed(self, round_number: int, checkpointed: dict[str, FileEntry]) -> None:
         """Round `round_number` is committed, with new checkpoints of the clients `checkpointed`
-        (client -> its MANIFEST's entry)."""
+        (client -> its MANIFEST's entry). The rounds the driver has run since (a commit written in the
+        background) stay completed."""
         self.client_rounds.update(dict.fromkeys(checkpointed, round_number))
         self.client_manifests.update(checkpointed)
-        self.completed_rounds = round_number
+        self.completed_rounds = max(self.completed_rounds, round_number)
+
+    def at_commit(self, round_number: int, checkpointed: dict[str, FileEntry]) -> RecoveryState:
+        """The committed part as round `round_number`'s commit writes it (stragglers are not copied)."""
+        state = RecoveryState(round_number, dict(self.client_rounds), dict(self.client_manifests))
+        state.committed(round_number, checkpointed)
+        return state
 
     def client_checkpoints(self) -> dict[str, checkpoint.ClientCheckpoint]:
         return {name: checkpoint.ClientCheckpoint(round_number, self.client_manifests[name])
                 for name, round_number in self.client_rounds.items()}
-
-    def copy(self) -> RecoveryState:
-        """The committed part (what a commit writes before it adopts it); stragglers are not copied."""
-        return RecoveryState(self.completed_rounds, dict(self.client_rounds), dict(self.client_manifests))
 
     def to_checkpoint(self) -> dict:
         return {"round": self.completed_rounds, "client_rounds": dict(self.client_rounds)}
@@ -193,6 +201,35 @@ class Collected:
 
     def updates(self) -> list[ClientUpdate]:
         return [ClientUpdate(p["client"], p["state"], p["num_examples"], p["metrics"]) for p in self.payloads.values()]
+
+
+class PendingCommit:
+    """A commit's writing (`FederationDriver._write_commit`), in the foreground (`run`) or in a thread
+    (`start`, then `wait`); `result` holds its clients' MANIFEST entries once done."""
+
+    def __init__(self, round_number: int, write):
+        self.round, self.write = round_number, write
+        self.result: dict[str, FileEntry] = {}
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        self.result = self.write()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run_catching, name=f"commit-{self.round}", daemon=True)
+        self.thread.start()
+
+    def _run_catching(self) -> None:
+        try:
+            self.run()
+        except BaseException as err:  # noqa: BLE001 - raised again by `wait`, in the round's thread
+            self.error = err
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def round_footprints(payloads: dict[str, dict], evaluations: dict[str, dict]) -> dict[str, dict]:
@@ -243,6 +280,11 @@ class FederationDriver:
         self.history: list[dict] = []
         self.footprints: dict[str, dict[str, float]] = {}  # client -> its footprint over the rounds so far
         self.committed_round = 0  # the last round committed (`checkpoint.every`: rounds after it in memory)
+        # Under DP a round is released to the clients only once committed: a resume re-running it would
+        # release a second noised model.
+        self.background_commits = config.checkpoint.background and self.privacy is None
+        self.pending_commit: PendingCommit | None = None  # the commit being written in the background
+        self.commit_lock = threading.Lock()
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
         self.system_metrics: tuple[str, str] | None = None  # (run id, tracking URI) once `monitor_system` is on
@@ -401,8 +443,16 @@ class FederationDriver:
         return self.last_received
 
     def state(self) -> tuple[int, list[dict]]:
-        """The last committed round and the records up to it."""
-        return self.committed_round, [r for r in self.history if r["round"] <= self.committed_round]
+        """The last committed round and the records up to it (a commit being written is waited for)."""
+        committed = self.wait_for_commit()
+        return committed, [r for r in self.history if r["round"] <= committed]
+
+    def last_commit(self) -> int:
+        """The last round whose commit has landed, without waiting for one being written."""
+        pending = self.pending_commit
+        if pending is not None and pending.thread is not None and not pending.thread.is_alive():
+            return self.wait_for_commit()
+        return self.committed_round
 
     # -- a round --------------------------------------------------------------------------------------
     def run_round(self) -> dict:
@@ -496,6 +546,8 @@ class FederationDriver:
 
         rejoined = []
         self.recovery.idle(list(self.clients))  # a straggler whose fit ended with its actor's death is lost too
+        if self.recovery.lost:
+            self.wait_for_commit()  # a new actor restores the newest checkpoint of its client
         for name, why in list(self.recovery.lost.items()):
             with contextlib.suppress(Exception):
                 ray.kill(self.clients[name], no_restart=True)  # whatever is left of the old actor
@@ -536,6 +588,7 @@ class FederationDriver:
 
         checkpoint_of = self.recovery.client_rounds
         if retry:
+            self.wait_for_commit()
             ray.get([self.clients[name].restore.remote(checkpoint_of.get(name), self.global_state)
                      for name in sampled])
         steps = self.plan.steps_per_round[round_number - 1]
@@ -643,24 +696,28 @@ class FederationDriver:
     def commit(self, round_number: int, new_global: State, record: dict | None,
                footprints: dict[str, dict] | None = None, *, round_started: float | None = None) -> None:
         """8. Checkpoint every idle client (a straggler keeps its older checkpoint, which a resume then
-        restores), then write the driver's round files and the commit marker; only then are the new global
-        model and the round's record the driver's, the recovery state moves to this round, and checkpoints
-        no kept round needs are removed. `record` None: round 0, the initial model (no record).
-        `footprints`: {client: its footprint in this round}, added to the run's totals.
-        `round_started` (time.perf_counter) stamps the record's `time/round_s`, the round up to its
-        clients' checkpoints."""
+        restores), then write the driver's round files and the commit marker; only then does the round
+        count: the recovery state moves to it, and checkpoints no kept round needs are removed.
+        `record` None: round 0, the initial model (no record). `footprints`: {client: its footprint in this
+        round}, added to the run's totals. `round_started` (time.perf_counter) stamps the record's
+        `time/round_s`, the round up to its clients' snapshots.
+
+        Each client's ranks snapshot their state at once; the rest (their uploads, the MANIFESTs, the
+        driver's files, the marker) is written in the background while the next round trains
+        (`checkpoint.background`), and the driver adopts the round in memory meanwhile, as `advance`
+        does. Commits land in order: the next one, a retry, a rejoin, `state` and `finish` wait for it
+        first (`wait_for_commit`), and raise its error. Written in the foreground (round 0, under DP,
+        `checkpoint.background: false`), a commit that fails leaves the driver at the round before."""
         import ray
 
+        self.wait_for_commit()
         idle = self.recovery.idle(list(self.clients))
-        manifests = dict(zip(idle, ray.get([self.clients[name].save.remote(round_number) for name in idle])))
+        ray.get([self.clients[name].snapshot.remote(round_number) for name in idle])
         if record is not None and round_started is not None:
             record["time/round_s"] = time.perf_counter() - round_started
         history = [*self.history, record] if record is not None else list(self.history)
-        recovery = self.recovery.copy()
-        recovery.committed(round_number, manifests)
         totals = self._footprint_totals(footprints or {})
         driver_state = {
-            **recovery.to_checkpoint(),
             "strategy": self.strategy.state_dict() if self.strategy is not None else {},
             "privacy": self.privacy.state_dict() if self.privacy is not None else {},
             # client sampling is drawn from (seed, round) (under DP sampling and noise come from OS
@@ -669,13 +726,59 @@ class FederationDriver:
             "history": history,
             "footprints": totals,
         }
-        checkpoint.write_round(self.run, round_number, new_global, driver_state, recovery.client_checkpoints())
+        pending = PendingCommit(round_number, functools.partial(self._write_commit, round_number, new_global,
+                                                                driver_state, idle))
+        if record is None or not self.background_commits:
+            pending.run()
+            self._committed(pending)
+        else:
+            pending.start()
+            self.pending_commit = pending
         self.global_state = new_global
         self.history = history
         self.footprints = totals
-        self.recovery.committed(round_number, manifests)
-        self.committed_round = round_number
-        self._prune(idle)
+        self.recovery.completed_rounds = round_number
+
+    def _write_commit(self, round_number: int, new_global: State, driver_state: dict,
+                      names: list[str]) -> dict[str, FileEntry]:
+        """The files of a commit, marker last: each client's checkpoint completed (`FederationClient.save`),
+        then the driver's. {client: its MANIFEST's entry}; a client whose workers died before its
+        checkpoint was complete keeps its older one, as a straggler does."""
+        import ray
+
+        manifests = {}
+        for name, ref in zip(names, [self.clients[name].save.remote(round_number) for name in names]):
+            try:
+                entry = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                entry = None
+            if entry is not None:
+                manifests[name] = entry
+            else:
+                log.warning("round %d: client %s keeps its round-%s checkpoint (a worker died before this one "
+                            "was complete)", round_number, name, self.recovery.client_rounds.get(name))
+        # client_rounds moves only when a commit lands, and commits land one at a time
+        recovery = self.recovery.at_commit(round_number, manifests)
+        checkpoint.write_round(self.run, round_number, new_global, {**recovery.to_checkpoint(), **driver_state},
+                               recovery.client_checkpoints())
+        return manifests
+
+    def _committed(self, pending: PendingCommit) -> None:
+        """A commit's marker is written: the round counts."""
+        self.recovery.committed(pending.round, pending.result)
+        self.committed_round = pending.round
+        self._prune(list(pending.result))
+
+    def wait_for_commit(self) -> int:
+        """Wait for the commit being written in the background, if any, and adopt it (its error is raised
+        here); the last committed round. Old checkpoints are removed here, never while a round trains (a
+        client rebuilding its workers may be reading one)."""
+        with self.commit_lock:
+            pending, self.pending_commit = self.pending_commit, None
+            if pending is not None:
+                pending.wait()
+                self._committed(pending)
+            return self.committed_round
 
     def advance(self, round_number: int, new_global: State, record: dict, footprints: dict[str, dict], *,
                 round_started: float | None = None) -> None:
@@ -757,6 +860,7 @@ class FederationDriver:
         cannot is left out, with a warning."""
         import ray
 
+        self.wait_for_commit()
         path = self.run.url("global_final.npz")
         save_state(path, self.global_state)
         self.rejoin()

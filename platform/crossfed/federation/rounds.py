@@ -31,7 +31,7 @@ from typing import Callable
 from crossfed.config import ClusterConfig, RunConfig
 from crossfed.errors import CrossfedError, innermost_cause, one_line_reason
 from crossfed.federation import MODES
-from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class, periodic_round
+from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.result import FederationResult, load_state
 from crossfed.ray_session import connect_ray
 from crossfed.storage import Storage, storage_root
@@ -309,7 +309,7 @@ def _run_started(config, plan, run_id, resume: bool, on_round, driver, register_
     rounds_logged = _last_logged_round(run_id) if resume else 0
     try:
         _start_driver(driver, run_id, location, resume, rounds_logged)
-        history = _run_rounds(driver, plan, on_round, run_id, progress, config.checkpoint.every)
+        history = _run_rounds(driver, plan, on_round, run_id, progress)
         final = _get(driver.finish.remote())
     except KeyboardInterrupt:
         _ask_committed_round(driver, progress)
@@ -438,28 +438,31 @@ def _stop_driver(driver) -> None:
     ray.kill(driver, no_restart=True)
 
 
-def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict, commit_every: int) -> list[dict]:
-    """Run the rounds left; a round's metrics reach MLflow once it is committed (every `commit_every`
-    rounds and the last), so that a run resumed from its last commit never logs a round twice."""
+def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) -> list[dict]:
+    """Run the rounds left; a round's metrics reach MLflow once it is committed (`checkpoint.every`; a
+    commit written in the background lands during the next round), so that a run resumed from its last
+    commit never logs a round twice."""
     completed, history = _get(driver.state.remote())
     progress["round"] = completed
     _log_unlogged_rounds(run_id, history)
     uncommitted = []
-    last_round = len(plan.steps_per_round)
-    for _ in range(completed, last_round):
+
+    def log_committed(committed: int) -> None:
+        progress["round"] = committed
+        while uncommitted and uncommitted[0]["round"] <= committed:
+            _log_round(uncommitted.pop(0))
+
+    for _ in range(completed, len(plan.steps_per_round)):
         started = time.perf_counter()
         record = _get(driver.run_round.remote())
         if "time/round_s" in record:  # the whole round as this process waited for it: retries, checkpoints
             record["time/round_s"] = time.perf_counter() - started
         uncommitted.append(record)
         history.append(record)
-        if periodic_round(record["round"], commit_every, last_round):
-            progress["round"] = record["round"]
-            for committed in uncommitted:
-                _log_round(committed)
-            uncommitted = []
+        log_committed(_get(driver.last_commit.remote()))
         if on_round is not None:
             on_round(record["round"], record)
+    log_committed(_get(driver.wait_for_commit.remote()))
     return history
 
 

@@ -9,6 +9,7 @@ parameters collectively in forward).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -205,6 +206,8 @@ class LocalTrainer:
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.micro_steps = 0
         self.global_shared: dict[str, torch.Tensor] = {}
+        self.uploader = None  # the thread that puts checkpoint snapshots into the run storage
+        self.upload = None  # (location, Future of its files) of the snapshot being put there
 
     def _build_engine(self, total_steps: int):
         deepspeed = import_deepspeed()
@@ -337,7 +340,7 @@ class LocalTrainer:
     def save_checkpoint(self, directory: str | Path) -> None:
         """This rank's part of the full client state into a local folder (collective): DeepSpeed's files
         (model states at rank 0 below ZeRO-3, each rank's optimizer partition) and this rank's trainer
-        state. Ranks may share the folder or each have their own (`upload_checkpoint`)."""
+        state. Ranks may share the folder or each have their own (`snapshot_checkpoint`)."""
         directory = Path(directory)
         (directory / CHECKPOINT_TAG).mkdir(parents=True, exist_ok=True)
         # Per-rank state (data cursor, RNGs): DeepSpeed's client_state is only written by data-parallel rank 0.
@@ -369,14 +372,29 @@ class LocalTrainer:
         torch.set_rng_state(rank_state["torch_rng"])
         self.global_shared = {name: t.to(self.device) for name, t in rank_state["global_shared"].items()}
 
-    def upload_checkpoint(self, location: str) -> dict:
-        """Save this rank's part into a private local folder and put its files at `location` in the run
-        storage (collective): every rank writes its own shard, no disk is shared. {file: FileEntry}."""
-        from crossfed.storage import Storage
+    def snapshot_checkpoint(self, location: str) -> None:
+        """Save this rank's part into a private local folder now (collective: the state as it is at this
+        call), then put its files at `location` in the run storage in a background thread, while training
+        goes on; `uploaded_checkpoint` waits for them. Every rank writes its own shard, no disk is shared."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        with tempfile.TemporaryDirectory(prefix="crossfed-checkpoint-") as local:
+        local = tempfile.mkdtemp(prefix="crossfed-checkpoint-")
+        try:
             self.save_checkpoint(local)
-            return Storage(location).upload_folder(Path(local))
+        except BaseException:
+            shutil.rmtree(local, ignore_errors=True)
+            raise
+        if self.uploader is None:
+            self.uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
+        self.upload = (location, self.uploader.submit(_upload_and_remove, Path(local), location))
+
+    def uploaded_checkpoint(self, location: str) -> dict | None:
+        """{file: FileEntry} of the snapshot put at `location`, once all of it is there; None if this rank
+        took none (it is a new one: the rank that took it died)."""
+        pending, self.upload = self.upload, None
+        if pending is None or pending[0] != location:
+            return None
+        return pending[1].result()
 
     def download_checkpoint(self, location: str, files: dict) -> None:
         """Fetch a client checkpoint's `files` ({name: FileEntry}, every rank's) from the run storage,
@@ -412,3 +430,13 @@ def _all_ranks_mean(values: dict[str, float]) -> dict[str, float]:
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
     torch.distributed.all_reduce(tensor)
     return dict(zip(keys, (tensor / torch.distributed.get_world_size()).tolist()))
+
+
+def _upload_and_remove(local: Path, location: str) -> dict:
+    """Put a local checkpoint folder at `location` in the run storage, then delete it; {file: FileEntry}."""
+    from crossfed.storage import Storage
+
+    try:
+        return Storage(location).upload_folder(local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)

@@ -106,7 +106,9 @@ class WorkerGroup:
         given) and build their trainers; returns when every rank has joined the process group."""
         import ray
 
-        remote_class = ray.remote(TrainerWorker)
+        # "checkpoint": a second thread, where a rank says which files its checkpoint snapshot put into the
+        # run storage while its default thread trains the next round (`uploaded_checkpoints`)
+        remote_class = ray.remote(concurrency_groups={"checkpoint": 1})(TrainerWorker)
         # No runtime env (DeepSpeed's accelerator is set by `trainer.init_distributed`, before it is first
         # imported): a rank can then start in one of Ray's prestarted worker processes, not a new one.
         self.workers = []
@@ -140,6 +142,14 @@ class WorkerGroup:
         import ray
 
         return ray.get(self.call_async(method, *args, **kwargs))
+
+    def uploaded_checkpoints(self, location: str) -> list[dict | None]:
+        """Each rank's `LocalTrainer.uploaded_checkpoint`, answered in the ranks' "checkpoint" concurrency
+        group: while they train."""
+        import ray
+
+        return ray.get([w.call.options(concurrency_group="checkpoint").remote("uploaded_checkpoint", location)
+                        for w in self.workers])
 
     def meter_start(self) -> None:
         import ray
