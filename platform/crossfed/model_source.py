@@ -191,7 +191,7 @@ def _from_run(reference: str, experiment: str) -> ModelSource:
 
 def check_model_settings(source: ModelSource, config: RunConfig) -> None:
     """A model of other sizes than the config's is refused in one line that names both presets."""
-    from crossfed.model import PRESETS, model_sizes
+    from crossfed.config.model import PRESETS, model_sizes
 
     if source.state is None:
         return
@@ -213,8 +213,7 @@ def check_model_settings(source: ModelSource, config: RunConfig) -> None:
 
 
 def _sizes_of_settings(settings: dict) -> dict:
-    from crossfed.config.model import ModelConfig
-    from crossfed.model import model_sizes
+    from crossfed.config.model import ModelConfig, model_sizes
 
     return model_sizes(ModelConfig(**settings))
 

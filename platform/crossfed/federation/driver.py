@@ -866,8 +866,9 @@ class FederationDriver:
         self.rejoin()
         for name, why in self.recovery.lost.items():
             log.warning("client %s exports no final model: %s", name, why)
-        client_models = {name: ray.get(client.export_model.remote()) for name, client in self.clients.items()
-                         if name not in self.recovery.lost}
+        exporting = {name: client.export_model.remote() for name, client in self.clients.items()
+                     if name not in self.recovery.lost}  # all at once: each at its own site
+        client_models = dict(zip(exporting, ray.get(list(exporting.values()))))
         footprints = {} if self._protects_clients() else self.footprints
         return {"global_state_path": path, "client_models": client_models, "footprints": footprints}
 

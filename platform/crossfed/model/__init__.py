@@ -15,7 +15,7 @@ import zlib
 import torch
 from torch import nn
 
-from crossfed.config.model import ModelConfig
+from crossfed.config.model import PRESETS, ModelConfig, model_sizes
 from crossfed.errors import CrossfedError
 from crossfed.model.adapters import InputAdapter
 from crossfed.model.transformer import Backbone
@@ -24,14 +24,6 @@ __all__ = [
     "PRESETS", "FoundationModel", "build_model", "classifier_head", "count_parameters", "forward_flops_per_event",
     "model_sizes", "parameter_group",
 ]
-
-# Sizes per preset. tiny: seconds on a CPU; kishimoto-11m: the KEK study's ~11M parameters, kept wide and
-# shallow so GPU matmuls are efficient; large: >= 100M for scaling studies.
-PRESETS: dict[str, dict] = {
-    "tiny": dict(dim=48, depth=2, heads=4, mlp_ratio=2.0, dropout=0.0),
-    "kishimoto-11m": dict(dim=384, depth=6, heads=6, mlp_ratio=4.0, dropout=0.1),
-    "large": dict(dim=1024, depth=8, heads=16, mlp_ratio=4.0, dropout=0.1),
-}
 
 PARAMETER_GROUPS = {"adapters": "adapter", "backbone": "backbone", "heads": "heads", "classifier": "classifier"}
 COMMON_ADAPTER = "common"  # the one adapter's name when every experiment shares it
@@ -94,17 +86,6 @@ def _seeded_adapter(dim: int, experiment: str) -> InputAdapter:
 def classifier_head(dim: int, num_classes: int = 2) -> nn.Module:
     """The fine-tuning head on a pooled event representation of width `dim`."""
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, num_classes))
-
-
-def model_sizes(cfg: ModelConfig) -> dict:
-    """The preset's sizes with the config's overrides applied on top."""
-    sizes = dict(PRESETS[cfg.preset])
-    overrides = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "mlp_ratio": cfg.mlp_ratio,
-                 "dropout": cfg.dropout}
-    sizes.update({key: value for key, value in overrides.items() if value is not None})
-    if sizes["dim"] % sizes["heads"]:
-        raise CrossfedError(f"model.dim ({sizes['dim']}) must be divisible by model.heads ({sizes['heads']})")
-    return sizes
 
 
 def build_model(cfg: ModelConfig, experiments: list[str], tasks: list[str], *,

@@ -72,8 +72,7 @@ def signature(info: dict):
 
 
 def _dim(info: dict) -> int:
-    from crossfed.config.model import ModelConfig
-    from crossfed.model import model_sizes
+    from crossfed.config.model import ModelConfig, model_sizes  # not crossfed.model: a client needs no torch here
 
     return model_sizes(ModelConfig(**info["model"]))["dim"]
 
