@@ -308,7 +308,8 @@ def test_committing_every_second_round_resumes_from_the_last_commit_to_the_same_
 ):
     """checkpoint.every: 2 commits rounds 2 and 4 only. A driver that dies after round 3 (trained, not
     committed) leaves MLflow with rounds 1-2; the resume runs round 3 again from the round-2 commit and ends
-    with the uninterrupted run's model, each round logged once."""
+    with the uninterrupted run's model, each round logged once. The uninterrupted run and the resume write
+    their commits in the background (`checkpoint.background`): the same model, bit for bit."""
     import mlflow
 
     from crossfed.federation import run_federation
@@ -316,7 +317,9 @@ def test_committing_every_second_round_resumes_from_the_last_commit_to_the_same_
 
     base = make_config(samples, tmp_path, pinned=False, rounds=4)
     config = config_from_dict({**base.model_dump(mode="json", by_alias=True), "checkpoint": {"every": 2, "keep": 3}})
-    reference = run_federation(config, run_name="uninterrupted")
+    in_background = config_from_dict({**config.model_dump(mode="json", by_alias=True),
+                                      "checkpoint": {"every": 2, "keep": 3, "background": True}})
+    reference = run_federation(in_background, run_name="uninterrupted")
 
     def die_after_round_three(round_number: int, record: dict) -> None:
         if round_number == 3:
@@ -334,7 +337,7 @@ def test_committing_every_second_round_resumes_from_the_last_commit_to_the_same_
     assert sorted(p.name for p in (tmp_path / "runs" / run_id / "clients" / "cms").glob("round_*")) == [
         "round_00000", "round_00002"]
 
-    resumed = run_federation(config, resume="interrupted")
+    resumed = run_federation(in_background, resume="interrupted")
     assert [r["round"] for r in resumed.history] == [1, 2, 3, 4]
     for key in ("clients/sampled", "global/val_loss"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3, 4], key

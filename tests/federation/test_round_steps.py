@@ -27,10 +27,10 @@ from crossfed.storage import FileEntry, Storage
 NAMES = ("cms", "atlas", "lhcb", "alice")
 
 
-def make_driver(tmp_path, mode="federated", keep=2, every=1, background=True, **federation) -> FederationDriver:
+def make_driver(tmp_path, mode="federated", keep=2, every=1, background=False, **federation) -> FederationDriver:
     config = config_from_dict({
         "seed": 5,
-        "checkpoint": {"keep": keep, "every": every, **({} if background else {"background": False})},
+        "checkpoint": {"keep": keep, "every": every, "background": background},
         "experiments": {name: {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}} for name in NAMES},
         "federation": {"rounds": 3, "local_steps": 4, **federation},
     })
@@ -244,7 +244,6 @@ def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_
     evaluations, footprints = driver.evaluate(driver.global_state)
     assert sorted(evaluations) == sorted(footprints) == ["atlas", "cms"]
     driver.commit(1, driver.global_state, {"round": 1})
-    assert driver.wait_for_commit() == 1
     assert driver.recovery.client_rounds == {"cms": 1, "atlas": 1, "lhcb": 0, "alice": 0}
     # ... until that fit has returned; its late update is discarded.
     ray.wait([driver.recovery.stragglers["alice"]], timeout=30)
@@ -276,7 +275,7 @@ def test_a_dp_round_keeps_rate_and_denominator_when_a_client_drops_and_records_n
 
 
 def test_commit_checkpoints_clients_then_the_round_and_only_then_moves_on(tmp_path, local_ray):
-    driver = make_driver(tmp_path, keep=2, background=False)
+    driver = make_driver(tmp_path, keep=2)
     scripted(driver, local_ray)
     run = Storage(str(tmp_path / "run"))
     checkpoint.write_round(run, 0, driver.global_state, {"history": []}, driver.recovery.client_checkpoints())
@@ -319,7 +318,8 @@ def test_a_background_commit_lands_during_the_next_round_and_killed_half_way_nev
         scripted(driver, local_ray, atlas=("hang in save", 0.0))
         driver.commit(0, driver.global_state, None)
 
-    driver = remote_driver.remote(make_driver(tmp_path, keep=3).config, make_driver(tmp_path).plan, run.location)
+    config = make_driver(tmp_path, keep=3, background=True).config
+    driver = remote_driver.remote(config, make_driver(tmp_path).plan, run.location)
     ray.get(driver.__ray_call__.remote(lambda d: (setattr(d, "global_state", make_driver(tmp_path).global_state),
                                                   start(d))))
     first = ray.get(driver.run_round.remote())
@@ -332,7 +332,7 @@ def test_a_background_commit_lands_during_the_next_round_and_killed_half_way_nev
     assert run.exists("rounds/round_00002/global.npz") is False  # the driver writes its files after every client's
 
     ray.kill(driver, no_restart=True)  # killed half-way through round 2's commit
-    resumed = make_driver(tmp_path, keep=3)
+    resumed = make_driver(tmp_path, keep=3, background=True)
     found, skipped = resumed.newest_intact_round(logged_rounds=1)
     assert found.round == 1 and skipped == [] and [r["round"] for r in found.driver_state["history"]] == [1]
     assert found.clients == {n: checkpoint.ClientCheckpoint(1, manifest(n, 1)) for n in NAMES}
@@ -340,7 +340,7 @@ def test_a_background_commit_lands_during_the_next_round_and_killed_half_way_nev
 
 
 def test_a_background_commit_that_fails_fails_the_run_when_it_is_waited_for(tmp_path, local_ray):
-    driver = make_driver(tmp_path)
+    driver = make_driver(tmp_path, background=True)
     scripted(driver, local_ray)
     driver.commit(1, driver.global_state, {"round": 1})
     driver.wait_for_commit()
@@ -362,9 +362,7 @@ def test_the_global_model_is_evaluated_every_evaluate_every_rounds_and_after_the
     assert all("client/cms/val_loss" not in r for r in records if r["round"] not in (3, 6, 7))
     assert all("clients/updated" in r and "time/round_s" in r for r in records)  # every round is recorded
     evaluated = [call for call in recorded(driver)["cms"] if call[0] == "evaluate"]
-    # each after its round's training; the client's checkpoint is that of the last commit landed (the
-    # round before is still being written in the background)
-    assert [round_number for _, round_number in evaluated] == [1, 4, 5]
+    assert [round_number for _, round_number in evaluated] == [2, 5, 6]  # each after its round's training
     assert periodic_round(4, 1, 7) and not periodic_round(4, 3, 7) and periodic_round(7, 3, 7)
     with pytest.raises(CrossfedError, match="federation.evaluate_every"):
         make_driver(tmp_path, evaluate_every=0)
@@ -388,11 +386,8 @@ def test_with_checkpoint_every_3_only_rounds_3_6_and_the_last_are_committed(tmp_
     assert periodic_round(6, 3, 7) and not periodic_round(5, 3, 7) and periodic_round(7, 3, 7)
     with pytest.raises(CrossfedError, match=r"checkpoint.every is 2: with federation.privacy.enabled every round"):
         make_driver(tmp_path, every=2, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 1.0})
-    dp = {"enabled": True, "clip_norm": 1.0, "noise_multiplier": 1.0}
-    assert not make_driver(tmp_path, privacy=dp).background_commits  # unset: each DP round commits before the next
     with pytest.raises(CrossfedError, match=r"checkpoint.background is true: with federation.privacy.enabled"):
-        config_from_dict({"checkpoint": {"background": True}, "federation": {"privacy": dp},
-                          "experiments": {"cms": {"schema": "cms_nanoaod", "pretrain": {"files": ["unused.root"]}}}})
+        make_driver(tmp_path, background=True, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 1.0})
 
 
 def test_the_run_footprint_adds_up_the_committed_rounds_training_and_evaluation_across_a_resume(tmp_path, local_ray):

@@ -63,11 +63,10 @@ class RunConfig(Section):
             # rounds run again after a resume would release a second, differently noised model of each
             raise ValueError(f"checkpoint.every is {self.checkpoint.every}: with federation.privacy.enabled every "
                              "round is committed (checkpoint.every: 1)")
-        background_asked = self.checkpoint.background and "background" in self.checkpoint.model_fields_set
-        if self.federation.privacy.enabled and background_asked:
-            # a round in the background is broadcast before it counts: the same second release
+        if self.federation.privacy.enabled and self.checkpoint.background:
+            # a round committed in the background is broadcast before it counts: the same second release
             raise ValueError("checkpoint.background is true: with federation.privacy.enabled each round is committed "
-                             "before the next starts (leave checkpoint.background unset)")
+                             "before the next starts (checkpoint.background: false)")
         return self
 
     def to_yaml(self) -> str:

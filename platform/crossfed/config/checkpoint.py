@@ -15,8 +15,9 @@ class CheckpointConfig(Section):
                        "after it again, and their metrics reach MLflow with the commit (1 with privacy)"
     )
     background: bool = Field(
-        True, description="write each commit while the next round trains: the clients snapshot their state at "
-                          "once, the uploads, manifests and the commit marker follow in the background (the round "
-                          "counts once its marker is written; metrics reach MLflow then). Not with privacy, where "
-                          "every round commits before the next starts"
+        False, description="write each commit while the next round trains: the clients snapshot their state at "
+                           "once, their uploads, manifests and the commit marker follow in the background (the "
+                           "round counts once its marker is written; its metrics reach MLflow then). For remote "
+                           "run storage or nodes with idle CPU cores; where training takes every core it slows "
+                           "training more than it saves. Not with privacy"
     )

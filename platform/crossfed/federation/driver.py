@@ -26,9 +26,9 @@ brought back any client whose actor died; each takes what the one before returne
                 every `evaluate_every` rounds and after the last (`periodic_round`);
 8. `commit`     checkpoint the clients, then the driver's round files, then its commit marker; the round
                 counts once the marker is written, and checkpoints no kept round needs are removed then
-                (`crossfed.federation.checkpoint` describes the protocol and the layout). By default
-                only the ranks' snapshots are taken here and the rest is written while the next round
-                trains (`checkpoint.background`; the driver adopts the round in memory meanwhile). Only
+                (`crossfed.federation.checkpoint` describes the protocol and the layout). With
+                `checkpoint.background` only the ranks' snapshots are taken here and the rest is written
+                while the next round trains (the driver adopts the round in memory meanwhile). Only
                 every `checkpoint.every` rounds and after the last (`periodic_round`); in the rounds
                 between, `advance` adopts the round in memory alone.
 
@@ -116,11 +116,12 @@ class RecoveryState:
 
     Invariants, true whenever no round is running (`collect` adds stragglers and lost clients, `evaluate`
     lost ones, `idle` frees stragglers whose fit has returned, `rejoin` the lost clients it restarted;
-    `client_rounds`, `client_manifests` and `completed_rounds` move only in `commit`):
+    `client_rounds` and `client_manifests` move only when a commit lands, `completed_rounds` in `commit`
+    and `advance`):
     - `completed_rounds` is the last round the driver has adopted: its global model and history are those
       after that round. It is the last committed round, or later where rounds were adopted in memory only
-      (`advance`) or their commit is still being written (`checkpoint.background`). Round 0 is committed at start (the initial model), so that a
-      run stopped before its first round resumes from there.
+      (`advance`) or their commit is still being written (`checkpoint.background`). Round 0 is committed
+      at start (the initial model), so that a run stopped before its first round resumes from there.
     - `client_rounds[name]`, for every started client, is the round of that client's newest committed
       checkpoint (0: the one written at start); never more than `completed_rounds`. `client_manifests[name]`
       is the entry (size, SHA-256) of that checkpoint's MANIFEST, which the marker records. A retried round
@@ -280,9 +281,7 @@ class FederationDriver:
         self.history: list[dict] = []
         self.footprints: dict[str, dict[str, float]] = {}  # client -> its footprint over the rounds so far
         self.committed_round = 0  # the last round committed (`checkpoint.every`: rounds after it in memory)
-        # Under DP a round is released to the clients only once committed: a resume re-running it would
-        # release a second noised model.
-        self.background_commits = config.checkpoint.background and self.privacy is None
+        self.background_commits = config.checkpoint.background  # refused under DP (RunConfig)
         self.pending_commit: PendingCommit | None = None  # the commit being written in the background
         self.commit_lock = threading.Lock()
         self.recovery = RecoveryState()
@@ -706,8 +705,8 @@ class FederationDriver:
         driver's files, the marker) is written in the background while the next round trains
         (`checkpoint.background`), and the driver adopts the round in memory meanwhile, as `advance`
         does. Commits land in order: the next one, a retry, a rejoin, `state` and `finish` wait for it
-        first (`wait_for_commit`), and raise its error. Written in the foreground (round 0, under DP,
-        `checkpoint.background: false`), a commit that fails leaves the driver at the round before."""
+        first (`wait_for_commit`), and raise its error. Written in the foreground (round 0, and by default),
+        a commit that fails leaves the driver at the round before."""
         import ray
 
         self.wait_for_commit()
