@@ -1,6 +1,7 @@
 """Update screening: broken and outlier updates are rejected with a reason, the rest go on."""
 
 import numpy as np
+import pytest
 
 from crossfed.config.federation import UpdateValidationConfig
 from crossfed.federation.strategies import ClientUpdate
@@ -47,3 +48,33 @@ def test_two_updates_compare_to_each_other_and_one_is_never_judged():
     assert [u.client for u in accepted] == ["small"] and rejected[0][0] == "big"
     accepted, rejected = validate_updates(GLOBAL, [update("alone", [1000, 0, 0, 0])], cfg)
     assert [u.client for u in accepted] == ["alone"] and rejected == []
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian",
+                                  "trimmed_mean"])
+def test_aggregating_validated_updates_reuses_their_deltas_and_gives_the_same_model_bit_for_bit(name):
+    """Validation forms each update's delta in its own matrix; the aggregation takes them from there (a view
+    when the accepted rows are consecutive, a copy when a rejected one sits between them): the same model as
+    from the raw updates."""
+    from crossfed.config.federation import StrategyConfig
+    from crossfed.federation.strategies import build_strategy
+
+    rng = np.random.default_rng(7)
+    global_state = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
+
+    def updates():
+        shifts = [0.1, 0.2, 500.0, 0.15]  # the third is an outlier: rejected, between accepted ones
+        return [ClientUpdate(f"c{i}", {k: v + np.float32(s) * rng.normal(size=v.shape).astype(np.float32)
+                                       for k, v in global_state.items()}, 10 + i) for i, s in enumerate(shifts)]
+
+    raw = updates()
+    for accepted_ones in (raw[:2], raw):
+        fresh = [ClientUpdate(u.client, u.state, u.num_examples) for u in accepted_ones]
+        accepted, _ = validate_updates(global_state, accepted_ones, UpdateValidationConfig(max_norm_ratio=10))
+        assert [u.client for u in accepted] == [u.client for u in fresh if u.client != "c2"]
+        assert all(u.delta is not None for u in accepted)
+        expected = build_strategy(StrategyConfig(name=name)).aggregate(
+            global_state, [u for u in fresh if u.client != "c2"])
+        actual = build_strategy(StrategyConfig(name=name)).aggregate(global_state, accepted)
+        for key in global_state:
+            np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{name} {key}")

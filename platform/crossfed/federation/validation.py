@@ -57,6 +57,9 @@ def validate_updates(
     layout = Layout.of(global_state)
     matrix = layout.stack(shaped)
     finite = np.isfinite(matrix).all(axis=1)
+    # The deltas are formed in the matrix itself: the updates' weights arrive in fresh object-store pages,
+    # read once here, and every further pass (norms, aggregation) runs on this one buffer, no temporaries.
+    matrix -= layout.flatten(global_state)
     sound, rows = [], []
     for update, row, is_finite in zip(shaped, matrix, finite):
         if not is_finite:
@@ -64,15 +67,14 @@ def validate_updates(
         elif update.num_examples <= 0:
             rejected.append((update, f"reports {update.num_examples} training examples"))
         else:
-            update.flat = row  # the aggregation reuses it
+            update.delta = row  # the aggregation reuses it
             sound.append(update)
             rows.append(row)
 
     rejected.sort(key=lambda pair: order[id(pair[0])])
     if not compare_norms:
         return sound, [(update.client, why) for update, why in rejected]
-    global_vector = layout.flatten(global_state)
-    norms = [float(np.linalg.norm(row - global_vector)) for row in rows]
+    norms = [float(np.linalg.norm(row)) for row in rows]
     accepted = []
     for i, update in enumerate(sound):
         others = norms[:i] + norms[i + 1 :]

@@ -32,14 +32,15 @@ State = dict[str, np.ndarray]
 
 @dataclass
 class ClientUpdate:
-    """One client's result of a round: its new shared weights after local training. `flat`: the same weights
-    as one float32 buffer in the global state's `Layout`, once made (validation makes it, aggregation reuses it)."""
+    """One client's result of a round: its new shared weights after local training. `delta`: those weights
+    less the global ones, w_i − w, as one float32 buffer in the global state's `Layout`, once made
+    (validation makes it, aggregation reuses it)."""
 
     client: str
     state: State
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
-    flat: np.ndarray | None = field(default=None, repr=False, compare=False)
+    delta: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,10 @@ class Layout:
                 for name, shape, start, stop in zip(self.names, self.shapes, self.bounds, self.bounds[1:])}
 
     def stack(self, updates: list[ClientUpdate]) -> np.ndarray:
-        """The clients' states as the rows of a new float32 [clients, parameters] matrix (from each update's
-        `flat` where it has one)."""
+        """The clients' states as the rows of a new float32 [clients, parameters] matrix."""
         matrix = np.empty((len(updates), self.size), np.float32)
         for row, update in zip(matrix, updates):
-            if update.flat is not None and update.flat.shape == (self.size,):
-                row[:] = update.flat
-            else:
-                self.flatten(update.state, out=row)
+            self.flatten(update.state, out=row)
         return matrix
 
 
@@ -107,10 +104,26 @@ def check_updates(global_state: State, updates: list[ClientUpdate]) -> None:
 
 
 def client_deltas(layout: Layout, global_vector: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
-    """The clients' deltas w_i − w, float32 [clients, parameters] (formed in the stacked matrix itself)."""
+    """The clients' deltas w_i − w, float32 [clients, parameters]: validation's (`ClientUpdate.delta`) where
+    every update has one, else formed in the stacked matrix itself. Either way the same float32 subtraction."""
+    if all(u.delta is not None and u.delta.shape == (layout.size,) for u in updates):
+        return _as_one_matrix([u.delta for u in updates])
     matrix = layout.stack(updates)
     matrix -= global_vector
     return matrix
+
+
+def _as_one_matrix(rows: list[np.ndarray]) -> np.ndarray:
+    """The rows as one [rows, size] matrix: a view where they are consecutive rows of one matrix (validation's,
+    when no update in between was rejected), else a copy. A new model-sized buffer costs more than its copy:
+    its pages are faulted in one by one."""
+    base = rows[0].base
+    if isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous:
+        first = (rows[0].ctypes.data - base.ctypes.data) // base.strides[0]
+        block = base[first:first + len(rows)]
+        if len(block) == len(rows) and all(row.ctypes.data == own.ctypes.data for row, own in zip(rows, block)):
+            return block
+    return np.stack(rows)
 
 
 def weighted_mean(deltas: np.ndarray, updates: list[ClientUpdate]) -> np.ndarray:
