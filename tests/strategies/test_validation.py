@@ -73,6 +73,11 @@ def test_aggregating_validated_updates_reuses_their_deltas_and_gives_the_same_mo
         accepted, _ = validate_updates(global_state, accepted_ones, UpdateValidationConfig(max_norm_ratio=10))
         assert [u.client for u in accepted] == [u.client for u in fresh if u.client != "c2"]
         assert all(u.delta is not None for u in accepted)
+        from crossfed.federation.strategies.base import Layout, client_deltas
+
+        deltas = client_deltas(Layout.of(global_state), None, accepted)
+        # a view of validation's matrix for consecutive rows, a copy around the rejected third update
+        assert np.shares_memory(deltas, accepted[0].delta) == (len(accepted_ones) == 2)
         expected = build_strategy(StrategyConfig(name=name)).aggregate(
             global_state, [u for u in fresh if u.client != "c2"])
         actual = build_strategy(StrategyConfig(name=name)).aggregate(global_state, accepted)
