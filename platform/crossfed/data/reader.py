@@ -144,7 +144,10 @@ def read_events(
     if cut is not None and stats.events_read and not stats.events_selected:
         raise CrossfedError(f"selection {selection!r} keeps none of the {stats.events_read} events in {where}"
                             + _empty_selection_hint(stats))
-    batch = EventBatch.concat(batches) if batches else EventBatch.empty(max_objects)
+    if len(batches) == 1:
+        batch = batches[0]  # no copy: a new events-sized buffer costs a page fault per page
+    else:
+        batch = EventBatch.concat(batches) if batches else EventBatch.empty(max_objects)
     if max_events is not None:
         batch = batch.take(slice(0, max_events))
     return batch, stats
