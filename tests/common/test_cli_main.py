@@ -30,3 +30,11 @@ def test_an_eof_error_is_an_internal_error_not_an_interruption():
     assert done.stderr.strip().splitlines() == [
         "error: internal error: EOFError: Ran out of input (run with --debug for the traceback)"]
 
+
+
+def test_an_unknown_option_is_a_usage_error_exit_2_not_an_internal_error():
+    done = subprocess.run([sys.executable, "-m", "crossfed", "validate", "run.yaml", "--bogus"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "No such option: --bogus" in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr

@@ -76,9 +76,9 @@ def main() -> None:
         _print_error("interrupted")
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the last line of defence against raw tracebacks
-        import click
-
-        if isinstance(err, click.ClickException):
+        # A usage error (an unknown option, a missing argument): click's own message and exit code (2).
+        # Typer >= 0.29 raises its vendored copy of click's exceptions, so the class is matched by name.
+        if any(cls.__name__ == "ClickException" for cls in type(err).__mro__):
             err.show()
             sys.exit(err.exit_code)
         _internal_error(err, debug)
