@@ -59,7 +59,7 @@ def modes(path: Path, args, scratch: Path) -> dict:
 
     def before() -> int:
         original = reader._process_chunk
-        reader._process_chunk = reference_reader.process_chunk
+        reader._process_chunk = reference_reader.process_chunk_into
         try:
             return read()
         finally:

@@ -21,6 +21,17 @@ from crossfed.data.selection import VARIABLES
 
 _FIELDS = (*FEATURES, "object_type")
 
+
+def process_chunk_into(arrays, plan: ReadPlan, schema: Schema, cut, allocate) -> ReadStats:
+    """`process_chunk` with the reader's calling convention since it writes into one output buffer
+    (`reader.EventOutput`): the old code's batch is copied into the slots `allocate` hands out.
+    `allocate(0)` asks nothing of the buffer; it tells the slot count per event."""
+    batch, stats = process_chunk(arrays, plan, schema, cut, allocate(0).max_objects)
+    slots = allocate(len(batch))
+    slots.features[:], slots.types[:], slots.mask[:] = batch.features, batch.types, batch.mask
+    return stats
+
+
 def process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> tuple[EventBatch, ReadStats]:
     n_events = len(next(iter(arrays.values())))
     scale = schema.scale_to_gev

@@ -122,6 +122,21 @@ def test_many_files_by_glob_and_max_events(tmp_path):
     np.testing.assert_array_equal(first4.features, batch.features[:4])
 
 
+def test_files_of_growing_size_read_together_equal_each_read_alone(tmp_path):
+    # The reader fills one buffer, reserving each file's entries as it opens it: here the second and the
+    # third file make it grow, copying what was read (73 + 393 + 240 events pass, in chunks of 37).
+    paths = [str(write_ttree(tmp_path / f"part{i}.root", "Events", random_nanoaod_branches(n, seed=i)))
+             for i, n in enumerate((100, 500, 300))]
+    alone = [read_events([path], "cms_nanoaod", selection="n_jets >= 2", chunk_size="37")[0] for path in paths]
+    together, stats = read_events(paths, "cms_nanoaod", selection="n_jets >= 2", chunk_size="37")
+    assert stats.events_read == 900 and len(together) == sum(len(batch) for batch in alone)
+    for name in ("features", "types", "mask"):
+        np.testing.assert_array_equal(getattr(together, name), np.concatenate([getattr(b, name) for b in alone]))
+    cut_short, _ = read_events(paths, "cms_nanoaod", selection="n_jets >= 2", chunk_size="37",
+                               max_events=len(alone[0]) + 10)
+    np.testing.assert_array_equal(cut_short.features, together.features[:len(alone[0]) + 10])
+
+
 def test_non_finite_events_are_dropped_counted_and_warned(tmp_path):
     branches = nanoaod_branches()
     branches["MET_pt"] = np.array([35.0, np.nan, 50.0], np.float32)

@@ -29,7 +29,7 @@ def assert_same_as_reference(monkeypatch, files, schema, **options):
         warnings.simplefilter("ignore")
         batch, stats = read_events([str(f) for f in files], str(schema), **options)
         with monkeypatch.context() as patch:
-            patch.setattr(reader, "_process_chunk", reference_reader.process_chunk)
+            patch.setattr(reader, "_process_chunk", reference_reader.process_chunk_into)
             expected, expected_stats = read_events([str(f) for f in files], str(schema), **options)
     assert len(batch) == len(expected) and batch.features.shape == expected.features.shape
     assert np.array_equal(batch.features.view(np.uint32), expected.features.view(np.uint32))

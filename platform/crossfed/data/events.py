@@ -81,11 +81,12 @@ class EventBatch:
         )
 
     @staticmethod
-    def empty(max_objects: int) -> EventBatch:
+    def zeros(n: int, max_objects: int) -> EventBatch:
+        """n events of padding only (np.zeros maps its pages lazily: those never written cost no memory)."""
         return EventBatch(
-            np.zeros((0, max_objects, len(FEATURES)), np.float32),
-            np.zeros((0, max_objects), np.int8),
-            np.zeros((0, max_objects), bool),
+            np.zeros((n, max_objects, len(FEATURES)), np.float32),
+            np.zeros((n, max_objects), np.int8),
+            np.zeros((n, max_objects), bool),
         )
 
     def save(self, path: str | Path) -> None:

@@ -126,12 +126,11 @@ def read_events(
     step_size = _step_size(chunk_size)
     cut = parse_selection(selection)
     paths = expand_files(files)
-    batches, stats = [], ReadStats()
+    output, stats = EventOutput(max_objects), ReadStats()
     for path in paths:
-        for batch, chunk_stats in _read_file(path, schema, cut, max_objects, step_size):
-            batches.append(batch)
+        for chunk_stats in _read_file(path, schema, cut, output, step_size, max_events):
             stats.add(chunk_stats)
-            if max_events is not None and sum(len(b) for b in batches) >= max_events:
+            if max_events is not None and output.filled >= max_events:
                 break
         else:
             continue
@@ -144,13 +143,41 @@ def read_events(
     if cut is not None and stats.events_read and not stats.events_selected:
         raise CrossfedError(f"selection {selection!r} keeps none of the {stats.events_read} events in {where}"
                             + _empty_selection_hint(stats))
-    if len(batches) == 1:
-        batch = batches[0]  # no copy: a new events-sized buffer costs a page fault per page
-    else:
-        batch = EventBatch.concat(batches) if batches else EventBatch.empty(max_objects)
+    batch = output.events()
     if max_events is not None:
         batch = batch.take(slice(0, max_events))
     return batch, stats
+
+
+class EventOutput:
+    """Where a read puts its events: one buffer, filled chunk after chunk, of which the result is a view.
+    Joining per-chunk arrays at the end would copy every event once more, and fault in every page of a
+    second events-sized buffer. Each file reserves room for all its entries: `np.zeros` maps pages
+    lazily, so the room the selection leaves unused costs address space, not memory."""
+
+    def __init__(self, max_objects: int):
+        self.buffer = EventBatch.zeros(0, max_objects)
+        self.filled = 0
+
+    def reserve(self, n_more: int) -> None:
+        """Room for `n_more` events after the filled ones. Growing copies those, so it at least doubles."""
+        needed = self.filled + n_more
+        if needed <= len(self.buffer):
+            return
+        grown = EventBatch.zeros(max(needed, 2 * len(self.buffer)), self.buffer.max_objects)
+        for name in ("features", "types", "mask"):
+            getattr(grown, name)[:self.filled] = getattr(self.buffer, name)[:self.filled]
+        self.buffer = grown
+
+    def allocate(self, n: int) -> EventBatch:
+        """The next `n` events' slots (zeros: padding), counted as filled."""
+        self.reserve(n)
+        slots = self.buffer.take(slice(self.filled, self.filled + n))
+        self.filled += n
+        return slots
+
+    def events(self) -> EventBatch:
+        return self.buffer.take(slice(0, self.filled))
 
 
 def _warn_about(stats: ReadStats, where: str) -> None:
@@ -195,7 +222,9 @@ def _threads_of(pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="crossfed-decompress")
 
 
-def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: int, step_size):
+def _read_file(path: str, schema: Schema, cut: Selection | None, output: EventOutput, step_size,
+               max_events: int | None):
+    """Read one file's events into `output`, chunk by chunk; yields each chunk's statistics."""
     root_file = open_root(path)
     with root_file:
         tree_name, tree = find_tree(root_file, path, schema.tree_names)
@@ -203,6 +232,8 @@ def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: in
         branches = plan.branches()
         if not branches:
             return
+        wanted = tree.num_entries if max_events is None else min(tree.num_entries, max_events - output.filled)
+        output.reserve(wanted)
         chunks = tree.iterate(sorted(set(branches.values())), step_size=step_size, library="ak", how=dict,
                               decompression_executor=decompression_threads())
         first = True
@@ -221,13 +252,13 @@ def _read_file(path: str, schema: Schema, cut: Selection | None, max_objects: in
                 upcoming = read_ahead.submit(next, chunks, None)
                 arrays = {key: chunk[name] for key, name in branches.items()}
                 try:
-                    batch, stats = _process_chunk(arrays, plan, schema, cut, max_objects)
+                    stats = _process_chunk(arrays, plan, schema, cut, output.allocate)
                 except CrossfedError as err:
                     raise CrossfedError(f"{path}: {err}") from None
                 if first:  # per file, not per chunk
                     stats.skipped_cuts = list(plan.skipped_cuts)
                     first = False
-                yield batch, stats
+                yield stats
 
 
 def plan_read(tree, path: str, tree_name: str, schema: Schema) -> ReadPlan:
@@ -294,7 +325,8 @@ def plan_read(tree, path: str, tree_name: str, schema: Schema) -> ReadPlan:
     return ReadPlan(tree_name, collections, met, met_branches, skipped)
 
 
-def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> tuple[EventBatch, ReadStats]:
+def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, allocate) -> ReadStats:
+    """One chunk's events, defined, selected and padded into `allocate(n_kept)` (EventOutput.allocate)."""
     n_events = len(next(iter(arrays.values())))
     scale = schema.scale_to_gev
     stats = ReadStats(events_read=n_events)
@@ -336,7 +368,8 @@ def _process_chunk(arrays, plan: ReadPlan, schema: Schema, cut, max_objects) -> 
     leptons = Jagged.concat([groups["electrons"], groups["muons"]], _FIELDS)
     ordered = [met_objects, *(objects.sorted_by("pt") for objects in
                               (leptons, groups["taus"], groups["photons"], groups["jets"]))]
-    return _pad(ordered, keep, max_objects), stats
+    _pad(ordered, keep, allocate(int(keep.sum())))
+    return stats
 
 
 def _objects(kind: str, arrays, plan: CollectionPlan, scale: float) -> Jagged:
@@ -426,12 +459,13 @@ def _selection_variables(groups: dict[str, Jagged], met_objects: Jagged) -> dict
     return variables
 
 
-def _pad(parts: list[Jagged], keep: np.ndarray, max_objects: int) -> EventBatch:
-    """The kept events' objects, part after part, in the first `max_objects` slots; zeros (type 0) after."""
-    n_kept = int(keep.sum())
-    features = np.zeros((n_kept * max_objects, len(FEATURES)), np.float32)
-    types = np.zeros(n_kept * max_objects, np.int8)
-    mask = np.zeros(n_kept * max_objects, bool)
+def _pad(parts: list[Jagged], keep: np.ndarray, out: EventBatch) -> None:
+    """Write the kept events' objects, part after part, into the first of their `out.max_objects` slots;
+    `out` holds zeros (type 0, masked out) after them."""
+    max_objects = out.max_objects
+    # views (copy=False raises rather than copy): `out` is a slice of EventOutput's C-contiguous buffer
+    features = np.reshape(out.features, (-1, len(FEATURES)), copy=False)
+    types, mask = np.reshape(out.types, -1, copy=False), np.reshape(out.mask, -1, copy=False)
     whole_rows = features.view(np.dtype((np.void, features.itemsize * len(FEATURES))))[:, 0]
     first_slot = (np.cumsum(keep) - 1) * max_objects  # of each event's row in the output (kept events)
     free = np.where(keep, max_objects, 0)  # per event: slots left for the parts still to come
@@ -446,5 +480,3 @@ def _pad(parts: list[Jagged], keep: np.ndarray, max_objects: int) -> EventBatch:
         types[slots] = part.table["object_type"][rows]
         mask[slots] = True
         free -= n_put
-    return EventBatch(features.reshape(n_kept, max_objects, len(FEATURES)), types.reshape(n_kept, max_objects),
-                      mask.reshape(n_kept, max_objects))
