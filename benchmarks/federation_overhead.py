@@ -5,8 +5,8 @@
 
 crossfed runs a real federation: two clients of one CPU worker each (DeepSpeed ZeRO-0, FedAvg), each on
 its own NanoAOD-like file read through the tensor cache (filled before the clock starts), evaluated and
-checkpointed every round (`--evaluate-every`, `--checkpoint-every` for fewer; the commits written while
-the next round trains unless `--foreground-commits`), logged to a local MLflow store (created before the clock starts, as a site's
+checkpointed every round (`--evaluate-every`, `--checkpoint-every` for fewer; each commit written before
+the next round, as `checkpoint.background` defaults, or meanwhile with `--background-commits`), logged to a local MLflow store (created before the clock starts, as a site's
 store exists before its runs; `--fresh-store` counts the creation in start-up). With --flower (the optional extra `bench`),
 the same model, data shape, local steps, batch and two clients run under Flower's simulation engine in
 a virtual environment the benchmark makes for it (.crossfed/bench-venv: flwr[simulation] pins its own
@@ -53,7 +53,7 @@ def workload(args) -> dict:
             "batch_size": args.batch_size, "max_objects": args.max_objects, "eval_batches": args.eval_batches,
             "events": args.events, "clients": list(CLIENTS), "lr": 0.01, "seed": 0, "fresh_store": args.fresh_store,
             "checkpoint_every": args.checkpoint_every, "evaluate_every": args.evaluate_every,
-            "background_commits": not args.foreground_commits}
+            "background_commits": args.background_commits}
 
 
 def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
@@ -309,8 +309,8 @@ def main() -> None:
                         help="time the MLflow store's creation too (its schema migrations; once per site)")
     parser.add_argument("--checkpoint-every", type=int, default=1,
                         help="crossfed's checkpoint.every (Flower's simulation checkpoints nothing)")
-    parser.add_argument("--foreground-commits", action="store_true",
-                        help="crossfed's checkpoint.background: false (each commit written before the next round)")
+    parser.add_argument("--background-commits", action="store_true",
+                        help="crossfed's checkpoint.background: true (each commit written while the next round trains)")
     parser.add_argument("--evaluate-every", type=int, default=1,
                         help="crossfed's federation.evaluate_every (Flower's run evaluates every round)")
     parser.add_argument("--flower", action="store_true", help="also run Flower (creates .crossfed/bench-venv once)")

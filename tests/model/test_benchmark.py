@@ -96,7 +96,7 @@ def test_federation_overhead_reads_flower_timings():
 
     work = bench.workload(argparse.Namespace(preset="tiny", rounds=3, local_steps=5, batch_size=64, max_objects=16,
                                              eval_batches=2, events=100, fresh_store=False, checkpoint_every=3,
-                                             evaluate_every=2, foreground_commits=True))
+                                             evaluate_every=2, background_commits=False))
     config = config_from_dict(bench.crossfed_config(work, Path("scratch"), {n: f"{n}.root" for n in bench.CLIENTS}))
     assert list(config.experiments) == list(bench.CLIENTS) and config.federation.local_steps == 5
     assert config.output_dir == "scratch/runs" and config.training.batch_size == 64
