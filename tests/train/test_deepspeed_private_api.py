@@ -4,7 +4,8 @@ pyproject.toml bounds deepspeed at the newest version this passes on. ZeRO-3 has
 the optimizer's fp32 master partition of an unevenly split parameter (`safe_set_full_fp32_param` slices past
 the padded last partition), so shared_state.py uses `param._z3_optimizer`,
 `_get_fp32_opt_state_partition` and `_get_param_partition_rank`. Two real gloo ranks, in subprocesses
-(torch.distributed state must not leak into the test process).
+(torch.distributed state must not leak into the test process), joined as crossfed's workers join
+(`trainer.init_distributed`, which keeps DeepSpeed's CPU backend from compiling an op training never uses).
 """
 
 import inspect
@@ -22,8 +23,12 @@ os.environ.update(DS_ACCELERATOR="cpu", RANK=sys.argv[1], LOCAL_RANK=sys.argv[1]
                   MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
 import numpy as np, torch, deepspeed
 from crossfed.train.shared_state import read_parameters, write_parameters
+from crossfed.train.trainer import init_distributed
 
-deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, verbose=False)
+init_distributed(int(sys.argv[1]), 2, "cpu")
+# crossfed's ranks skip DeepSpeed's shared-memory all-reduce op (a minute's JIT compile on a fresh node,
+# used only by inference_all_reduce): the backend came up without it, and training below still works.
+assert deepspeed.comm.comm.cdb.shm_comm_op is None, "shm op built"
 torch.manual_seed(0)
 model = torch.nn.Linear(3, 5)  # 15 weights, 5 biases: partitions of 8 and 3 over 2 ranks, padded
 config = {"train_micro_batch_size_per_gpu": 2, "zero_allow_untested_optimizer": True,

@@ -70,6 +70,11 @@ def init_distributed(rank: int, world_size: int, device: str) -> None:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
     deepspeed = import_deepspeed()
+    if device == "cpu":
+        # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (about a minute on a fresh node,
+        # every fresh pod and CI machine) that only `inference_all_reduce` uses; training never calls it.
+        # The op table is cached in its module on first access, so this edit holds for the process.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo", auto_mpi_discovery=False,
                                verbose=False)
 
