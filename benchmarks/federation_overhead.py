@@ -245,7 +245,10 @@ def ensure_flower_venv(quiet: bool = True) -> Path:
         return python
     print(f"creating {VENV.relative_to(REPO)} with {' '.join(FLOWER_REQUIREMENTS)} (once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", *(["-q"] if quiet else []), *FLOWER_REQUIREMENTS], check=True)
+    # Without PYTHONPATH: a checkout on it shows pip crossfed's metadata, whose dependencies it then reports missing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([str(python), "-m", "pip", "install", *(["-q"] if quiet else []), *FLOWER_REQUIREMENTS],
+                   check=True, env=env)
     marker.write_text(json.dumps(FLOWER_REQUIREMENTS))
     return python
 
