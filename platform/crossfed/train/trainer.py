@@ -231,6 +231,10 @@ class LocalTrainer:
             lr_scheduler=make_scheduler(training, total_steps),
             config=deepspeed_config(training, self.world_size),
         )
+        if self.world_size == 1 and training.zero_stage == 0:
+            # One rank averages its gradients with itself: DeepSpeed's own switch (it sets it when there is no
+            # backend) skips the flatten, all-reduce and copy back, ~1 ms a step (GPU steps take a few ms).
+            engine.enable_backward_allreduce = False
         return engine
 
     def _normalise_across_ranks(self) -> None:
