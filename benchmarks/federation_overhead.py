@@ -142,26 +142,34 @@ def time_startup_steps(spans: dict[str, tuple[float, float]]) -> None:
 def run_crossfed_child(config_path: Path, out: Path) -> None:
     """Run the federation of this config; write round end times, records, logging and start-up step times
     as JSON."""
-    import mlflow
-
     from crossfed.config import config_from_dict
-    from crossfed.federation.rounds import run_federation
+    from crossfed.federation import rounds
 
     spans = {"imports": (float(os.environ["CROSSFED_BENCH_LAUNCHED"]), time.time())}
     time_startup_steps(spans)
 
     logging_s: dict[int, float] = {}
-    log_metrics = mlflow.log_metrics
+    run_rounds = rounds._run_rounds
 
-    def timed_log_metrics(metrics, step=None, **kwargs):  # the driver's caller logs each round record
-        started = time.perf_counter()
-        log_metrics(metrics, step=step, **kwargs)
-        logging_s[step] = logging_s.get(step, 0.0) + time.perf_counter() - started
+    def with_timed_logging(*args, **kwargs):
+        # MLflow is imported by now (the run is open); importing it only here keeps start-up the CLI's,
+        # which imports it in the background while Ray starts.
+        import mlflow
 
-    mlflow.log_metrics = timed_log_metrics
+        log_metrics = mlflow.log_metrics
+
+        def timed_log_metrics(metrics, step=None, **kwargs):  # the driver's caller logs each round record
+            started = time.perf_counter()
+            log_metrics(metrics, step=step, **kwargs)
+            logging_s[step] = logging_s.get(step, 0.0) + time.perf_counter() - started
+
+        mlflow.log_metrics = timed_log_metrics
+        return run_rounds(*args, **kwargs)
+
+    rounds._run_rounds = with_timed_logging
     round_ends: list[float] = []
     config = config_from_dict(json.loads(config_path.read_text()))
-    result = run_federation(config, on_round=lambda number, record: round_ends.append(time.time()))
+    result = rounds.run_federation(config, on_round=lambda number, record: round_ends.append(time.time()))
     out.write_text(json.dumps({"round_ends": round_ends, "records": result.history,
                                "logging_s": [logging_s.get(r["round"], 0.0) for r in result.history],
                                "returned": time.time(), "startup_spans": spans}))
@@ -285,7 +293,7 @@ def print_engine(name: str, result: dict) -> None:
     if "startup_steps" in result:
         print("start-up by step, s after launch (start + duration; steps overlap where the workers start meanwhile):")
         for name, (begin, duration) in result["startup_steps"].items():
-            print(f"  {begin:7.2f} + {duration:6.2f}  {STARTUP_STEPS.get(name, 'imports (crossfed, MLflow, Ray)')}")
+            print(f"  {begin:7.2f} + {duration:6.2f}  {STARTUP_STEPS.get(name, 'imports (crossfed, Ray)')}")
         print(f"  {result['startup_s']:7.2f}           round 1 begins")
     phases = list(result["rounds"][0]["phases"])
     print(f"{'round':>5}{'wall s':>9}{'train s':>9}{'overhead s':>12}{'%':>6}  " + "  ".join(phases))
