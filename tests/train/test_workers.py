@@ -160,19 +160,18 @@ def test_fp16_on_a_device_without_it_is_a_one_line_user_error(make_config):
         deepspeed_config(config.training, world_size=1)
 
 
-
 def test_a_lone_zero0_rank_skips_the_gradient_all_reduce_with_the_same_result(make_config, local_ray):
     """One rank at ZeRO-0 averages with itself: the engine skips the all-reduce (issue 18: ~1 ms a step) and
     the weights after three steps are bit for bit those of a run that does it."""
-    def train_lone_rank(config, reduce: bool | None):
-        """Three steps of a world-size-1 LocalTrainer; with `reduce` set, the engine's backward all-reduce
-        forced on or off. -> (all-reduce calls, final weights). Defined here so Ray pickles it by value."""
+    def train_lone_rank(config, force_all_reduce: bool):
+        """Three steps of a world-size-1 LocalTrainer, as built or with the engine's backward all-reduce
+        forced on. -> (all-reduce calls, final weights). Defined here so Ray pickles it by value."""
         from crossfed.train.trainer import LocalTrainer
 
         trainer = LocalTrainer(config, ["cms"])
         engine, calls = trainer.engine, []
-        if reduce is not None:
-            engine.enable_backward_allreduce = reduce
+        if force_all_reduce:
+            engine.enable_backward_allreduce = True
         original = engine.allreduce_gradients
         engine.allreduce_gradients = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
         trainer.train(3)
@@ -180,7 +179,7 @@ def test_a_lone_zero0_rank_skips_the_gradient_all_reduce_with_the_same_result(ma
 
     train = local_ray.remote(max_calls=1)(train_lone_rank)  # max_calls=1: each process group dies with its worker
     config = make_config(training={"zero_stage": 0, "grad_clip": 1.0})
-    (skipped_calls, skipped), (reduced_calls, reduced) = local_ray.get([train.remote(config, None),
+    (skipped_calls, skipped), (reduced_calls, reduced) = local_ray.get([train.remote(config, False),
                                                                         train.remote(config, True)])
     assert skipped_calls == 0 and reduced_calls == 3
     _assert_same(skipped, reduced)
