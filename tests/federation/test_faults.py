@@ -134,3 +134,18 @@ def test_a_run_that_fails_after_it_started_states_the_error_in_its_description(c
     (run,) = client.search_runs([client.get_experiment_by_name("federation-test").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.tags["mlflow.note.content"] == f"failed: {err.value}"
+
+
+def test_a_signal_stops_the_wait_on_the_federation_at_once(cluster):
+    """The rounds' wait on Ray (`rounds._get`) is where SIGINT/SIGTERM are let through (`federation.interrupts`)."""
+    import ray
+    from crossfed.federation.interrupts import interrupted_by_signals
+    from crossfed.federation.rounds import _get
+
+    slow = ray.remote(num_cpus=0)(lambda: time.sleep(60)).remote()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), interrupted_by_signals():  # Ray's wait raises its own, unnamed
+        threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        _get(slow)
+    assert time.monotonic() - started < 30
+    ray.cancel(slow, force=True)

@@ -10,9 +10,9 @@ What a run leaves behind, whatever happens to it:
   no ROOT file or lacks a branch) is found before the MLflow run or the run folder exist: nothing is left;
 - a failure after that ends the MLflow run FAILED with the error as its description (mlflow.note.content);
 - SIGINT or SIGTERM abandons the round in progress, ends the run KILLED and raises `FederationInterrupted`
-  naming the last committed round; `--resume` continues from there. A run left RUNNING by a process that
-  is gone (killed with SIGKILL, a lost node) is taken over by `--resume`; one whose process still runs is
-  refused.
+  naming the last committed round (never half-way through a write to the store: `interrupts`); `--resume`
+  continues from there. A run left RUNNING by a process that is gone (killed with SIGKILL, a lost node) is
+  taken over by `--resume`; one whose process still runs is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from crossfed.config import ClusterConfig, RunConfig
 from crossfed.errors import CrossfedError, innermost_cause, one_line_reason
 from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
+from crossfed.federation.interrupts import interrupted_by_signals, waiting_on_ray
 from crossfed.federation.result import FederationResult, load_state
 from crossfed.ray_session import connect_ray
 from crossfed.storage import Storage, storage_root
@@ -244,7 +244,7 @@ def run_federation(
     resume_id = resumable_run(config, mode, resume) if resume is not None else None
     Storage(storage_root(config.output_dir))  # an unknown scheme or a missing s3fs: one line, nothing logged
     import_tracking_in_background()
-    with connect_ray(address), interrupted_by_sigterm():
+    with connect_ray(address), interrupted_by_signals():
         # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
             _check_node_groups(plan)  # the driver checks again, with what is free then
@@ -272,24 +272,6 @@ def import_tracking_in_background() -> threading.Thread:
     thread = threading.Thread(target=import_them, name="crossfed-import-mlflow", daemon=True)
     thread.start()
     return thread
-
-
-@contextlib.contextmanager
-def interrupted_by_sigterm():
-    """SIGTERM raises KeyboardInterrupt, as SIGINT does, so that both end a run the same way (KILLED,
-    resumable). Only in the main thread, where Python delivers signals (a Tune trial runs in another)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    before = signal.signal(signal.SIGTERM, interrupt)  # Ray's ray.init installed sys.exit(SIGTERM) here
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def _run_tracked(config, plan, mode, resume_id, datasets, on_round, named_driver, parent_run_id, run_name,
@@ -402,7 +384,8 @@ def _get(ref):
     import ray
 
     try:
-        return ray.get(ref)
+        with waiting_on_ray():
+            return ray.get(ref)
     except ray.exceptions.RayError as err:
         raise unwrap_ray_error(err) from None
 
