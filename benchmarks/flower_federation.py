@@ -111,7 +111,10 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     node = node_of(context)
     node.load(msg)
-    metrics = MetricRecord({"loss": node.evaluate(), "num-examples": WORK["events"] // 10})
+    started = time.perf_counter()
+    loss = node.evaluate()
+    metrics = MetricRecord({"loss": loss, "num-examples": WORK["events"] // 10,
+                            "compute-s": time.perf_counter() - started})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
 
@@ -136,6 +139,9 @@ class TimedFedAvg(FedAvg):
         return aggregated
 
     def aggregate_evaluate(self, server_round, replies):
+        replies = list(replies)
+        self.rounds[-1]["evaluation_compute_s"] = [float(r.content["metrics"]["compute-s"]) for r in replies
+                                                   if not r.has_error()]
         metrics = super().aggregate_evaluate(server_round, replies)
         self.rounds[-1]["ended"] = time.time()
         return metrics
