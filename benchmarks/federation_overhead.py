@@ -6,13 +6,14 @@
 crossfed runs a real federation: two clients of one CPU worker each (DeepSpeed ZeRO-0, FedAvg), each on
 its own NanoAOD-like file read through the tensor cache (filled before the clock starts), evaluated and
 checkpointed every round (`--evaluate-every`, `--checkpoint-every` for fewer; each commit written before
-the next round, as `checkpoint.background` defaults, or meanwhile with `--background-commits`), logged to
-a local MLflow store (created before the clock starts, as a site's store exists before its runs;
-`--fresh-store` counts the creation in start-up). With --flower (the optional extra `bench`), the same
-model, data shape, local steps, batch and two clients run under Flower's simulation engine in a virtual
-environment the benchmark makes for it (.crossfed/bench-venv: flwr[simulation] pins its own Ray, which
-must not replace crossfed's), and the ratios are printed, with the floor of the round-overhead ratio at
-equal work: the time Flower's clients spend computing the evaluation, which any engine spends.
+the next round, as `checkpoint.background` defaults, or meanwhile with `--background-commits`), with each
+client's system metrics (`--no-system-metrics`: without, as Flower runs), logged to a local MLflow store
+(created before the clock starts, as a site's store exists before its runs; `--fresh-store` counts the
+creation in start-up). With --flower (the optional extra `bench`), the same model, data shape, local
+steps, batch and two clients run under Flower's simulation engine in a virtual environment the benchmark
+makes for it (.crossfed/bench-venv: flwr[simulation] pins its own Ray, which must not replace crossfed's),
+and the ratios are printed, with the floor of the round-overhead ratio at equal work: the time Flower's
+clients spend computing the evaluation, which any engine spends.
 
 Each federation runs in a fresh process, so start-up counts from the process launch (imports, Ray,
 tracking, workers) to the moment the first round begins, and shutdown from the end of the last round
@@ -55,7 +56,7 @@ def workload(args) -> dict:
             "batch_size": args.batch_size, "max_objects": args.max_objects, "eval_batches": args.eval_batches,
             "events": args.events, "clients": list(CLIENTS), "lr": 0.01, "seed": 0, "fresh_store": args.fresh_store,
             "checkpoint_every": args.checkpoint_every, "evaluate_every": args.evaluate_every,
-            "background_commits": args.background_commits}
+            "background_commits": args.background_commits, "system_metrics": not args.no_system_metrics}
 
 
 def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
@@ -72,7 +73,8 @@ def crossfed_config(work: dict, scratch: Path, files: dict[str, str]) -> dict:
         "federation": {"rounds": work["rounds"], "local_steps": work["local_steps"], "min_clients": 2,
                        "evaluate_every": work["evaluate_every"]},
         "checkpoint": {"every": work["checkpoint_every"], "background": work["background_commits"]},
-        "tracking": {"uri": f"sqlite:///{scratch / 'mlflow.db'}", "experiment": "federation-overhead"},
+        "tracking": {"uri": f"sqlite:///{scratch / 'mlflow.db'}", "experiment": "federation-overhead",
+                     "system_metrics": work["system_metrics"]},
     }
 
 
@@ -328,6 +330,8 @@ def main() -> None:
                         help="crossfed's checkpoint.background: true (each commit written while the next round trains)")
     parser.add_argument("--evaluate-every", type=int, default=1,
                         help="crossfed's federation.evaluate_every (Flower's run evaluates every round)")
+    parser.add_argument("--no-system-metrics", action="store_true",
+                        help="crossfed's tracking.system_metrics: false (Flower's simulation monitors nothing)")
     parser.add_argument("--flower", action="store_true", help="also run Flower (creates .crossfed/bench-venv once)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)

@@ -329,7 +329,8 @@ def test_committing_every_second_round_resumes_from_the_last_commit_to_the_same_
     """checkpoint.every: 2 commits rounds 2 and 4 only. A driver that dies after round 3 (trained, not
     committed) leaves MLflow with rounds 1-2; the resume runs round 3 again from the round-2 commit and ends
     with the uninterrupted run's model, each round logged once. The uninterrupted run and the resume write
-    their commits in the background (`checkpoint.background`): the same model, bit for bit."""
+    their commits in the background (`checkpoint.background`): the same model, bit for bit. They log no
+    system metrics (`tracking.system_metrics: false`; `tracking.*` may change on resume)."""
     import mlflow
 
     from crossfed.federation import run_federation
@@ -337,9 +338,12 @@ def test_committing_every_second_round_resumes_from_the_last_commit_to_the_same_
 
     base = make_config(samples, tmp_path, pinned=False, rounds=4)
     config = config_from_dict({**base.model_dump(mode="json", by_alias=True), "checkpoint": {"every": 2, "keep": 3}})
-    in_background = config_from_dict({**config.model_dump(mode="json", by_alias=True),
-                                      "checkpoint": {"every": 2, "keep": 3, "background": True}})
+    dumped = config.model_dump(mode="json", by_alias=True)
+    in_background = config_from_dict({**dumped, "checkpoint": {"every": 2, "keep": 3, "background": True},
+                                      "tracking": {**dumped["tracking"], "system_metrics": False}})
     reference = run_federation(in_background, run_name="uninterrupted")
+    logged = mlflow.MlflowClient(config.tracking.uri).get_run(reference.run_id).data.metrics
+    assert "clients/sampled" in logged and not [key for key in logged if key.startswith("system/")]
 
     def die_after_round_three(round_number: int, record: dict) -> None:
         if round_number == 3:

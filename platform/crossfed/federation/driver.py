@@ -423,10 +423,10 @@ class FederationDriver:
     def monitor_system(self, run_id: str, tracking_uri: str) -> None:
         """Every client logs its node's system metrics into the run (`FederationClient.monitor_system`);
         clients that rejoin later do too. Not under DP: a client's CPU and network over time would tell
-        when it took part."""
+        when it took part; nor with `tracking.system_metrics: false`."""
         import ray
 
-        if self._protects_clients():
+        if self._protects_clients() or not self.config.tracking.system_metrics:
             return
         self.system_metrics = (run_id, tracking_uri)
         ray.get([client.monitor_system.remote(run_id, tracking_uri) for client in self.clients.values()])
