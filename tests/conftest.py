@@ -77,6 +77,19 @@ _no_leaked_tracking_uri = pytest.fixture(autouse=True)(_restore_tracking_uri)
 _no_leaked_tracking_uri_between_modules = pytest.fixture(scope="module", autouse=True)(_restore_tracking_uri)
 
 
+@pytest.fixture
+def python_signal_handlers():
+    """Python's own SIGINT and SIGTERM handlers, whatever this process inherited (a background job starts
+    with SIGINT ignored) or an earlier test left, restored afterwards."""
+    import signal
+
+    before = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+              signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL)}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint: moto's standalone server on 127.0.0.1 (a free port), with the AWS variables set in

@@ -136,7 +136,7 @@ def test_a_run_that_fails_after_it_started_states_the_error_in_its_description(c
     assert run.data.tags["mlflow.note.content"] == f"failed: {err.value}"
 
 
-def test_a_signal_stops_the_wait_on_the_federation_at_once(cluster):
+def test_a_signal_stops_the_wait_on_the_federation_at_once(cluster, python_signal_handlers):
     """The rounds' wait on Ray (`rounds._get`) is where SIGINT/SIGTERM are let through (`federation.interrupts`)."""
     import ray
     from crossfed.federation.interrupts import interrupted_by_signals

@@ -14,6 +14,9 @@ import pytest
 from crossfed.federation.interrupts import interrupted_by_signals, waiting_on_ray
 
 
+pytestmark = pytest.mark.usefixtures("python_signal_handlers")
+
+
 def send_to_main_thread(signum: int, after_s: float) -> threading.Timer:
     """`signum` to this process's main thread after `after_s`, as `kill` from outside reaches it."""
     timer = threading.Timer(after_s, signal.pthread_kill, (threading.main_thread().ident, signum))
@@ -92,3 +95,15 @@ def test_outside_the_block_a_wait_changes_nothing():
         pass
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)  # Python's own handler again
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    """Under `nohup`, or as a background job's SIGINT: the run goes on, as Python itself would."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupted_by_signals():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with waiting_on_ray():
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.05)  # where a handled signal would have raised
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the other one is handled
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

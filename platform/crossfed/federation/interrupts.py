@@ -32,12 +32,14 @@ def _handle(signum, frame):
 @contextlib.contextmanager
 def interrupted_by_signals():
     """SIGINT and SIGTERM raise KeyboardInterrupt, both alike (a run ends KILLED and resumable either way),
-    at the points the module docstring names. Only in the main thread, where Python delivers signals (a
+    at the points the module docstring names; one the process ignores is left ignored. Only in the main thread, where Python delivers signals (a
     Tune trial runs in another): elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread() or _MainThread.active:
         yield
         return
-    before = {signum: signal.signal(signum, _handle) for signum in _SIGNALS}  # ray.init set SIGTERM's
+    # An ignored signal stays ignored (`nohup`, a background job's SIGINT), as Python leaves it at start-up.
+    before = {signum: signal.signal(signum, _handle) for signum in _SIGNALS  # ray.init set SIGTERM's
+              if signal.getsignal(signum) is not signal.SIG_IGN}
     _MainThread.active, _MainThread.held = True, None
     ended_cleanly = False
     try:
