@@ -87,17 +87,23 @@ def test_federation_overhead_splits_rounds_from_the_driver_records():
 
 def test_federation_overhead_reads_flower_timings():
     bench = load_script("federation_overhead")
-    timings = [{"started": 0.0, "fit_done": 2.0, "aggregated": 2.1, "ended": 2.5, "compute_s": [1.5, 1.8]},
-               {"started": 2.6, "fit_done": 4.5, "aggregated": 4.6, "ended": 5.0, "compute_s": [1.6, 1.7]}]
+    timings = [{"started": 0.0, "fit_done": 2.0, "aggregated": 2.1, "ended": 2.5, "compute_s": [1.5, 1.8],
+                "evaluation_compute_s": [0.3, 0.2]},
+               {"started": 2.6, "fit_done": 4.5, "aggregated": 4.6, "ended": 5.0, "compute_s": [1.6, 1.7],
+                "evaluation_compute_s": [0.25, 0.35]}]
     rounds = bench.flower_rounds(timings)
     assert [r["wall_s"] for r in rounds] == pytest.approx([2.6, 2.4])
     assert rounds[0]["overhead_s"] == pytest.approx(2.6 - 1.8) and rounds[0]["phases"]["between rounds"] == pytest.approx(0.1)
+    # the slowest client's evaluation compute: the floor of any engine's overhead at this work
+    assert [r["evaluation_compute_s"] for r in rounds] == pytest.approx([0.3, 0.35])
+    assert bench.summary(rounds, 1.0, 1.0)["evaluation_compute_s"] == pytest.approx(0.35)  # rounds 2.. only
     from crossfed.config import config_from_dict
 
     work = bench.workload(argparse.Namespace(preset="tiny", rounds=3, local_steps=5, batch_size=64, max_objects=16,
                                              eval_batches=2, events=100, fresh_store=False, checkpoint_every=3,
-                                             evaluate_every=2, background_commits=False))
+                                             evaluate_every=2, background_commits=False, no_system_metrics=True))
     config = config_from_dict(bench.crossfed_config(work, Path("scratch"), {n: f"{n}.root" for n in bench.CLIENTS}))
     assert list(config.experiments) == list(bench.CLIENTS) and config.federation.local_steps == 5
     assert config.output_dir == "scratch/runs" and config.training.batch_size == 64
     assert config.checkpoint.every == 3 and config.federation.evaluate_every == 2 and not config.checkpoint.background
+    assert config.tracking.system_metrics is False
