@@ -13,7 +13,6 @@ import pytest
 
 from crossfed.federation.interrupts import interrupted_by_signals, waiting_on_ray
 
-
 pytestmark = pytest.mark.usefixtures("python_signal_handlers")
 
 
@@ -74,20 +73,17 @@ def test_a_signal_during_a_wait_is_raised_at_once():
 
 def test_a_signal_held_to_the_end_of_the_block_reaches_the_handler_it_restores_unless_the_block_failed():
     caught = []
-    before = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
-    try:
-        with interrupted_by_signals():
-            signal.raise_signal(signal.SIGTERM)
-            assert caught == []  # held: no wait came
-        assert caught == [signal.SIGTERM]
+    signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))  # the fixture restores it
+    with interrupted_by_signals():
+        signal.raise_signal(signal.SIGTERM)
+        assert caught == []  # held: no wait came
+    assert caught == [signal.SIGTERM]
 
-        with pytest.raises(ValueError, match="failed anyway"), interrupted_by_signals():
-            signal.raise_signal(signal.SIGTERM)
-            raise ValueError("failed anyway")
-        assert caught == [signal.SIGTERM]  # the failure went on; the signal asked for no more than that
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    with pytest.raises(ValueError, match="failed anyway"), interrupted_by_signals():
+        signal.raise_signal(signal.SIGTERM)
+        raise ValueError("failed anyway")
+    assert caught == [signal.SIGTERM]  # the failure went on; the signal asked for no more than that
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_outside_the_block_a_wait_changes_nothing():

@@ -32,8 +32,8 @@ def _handle(signum, frame):
 @contextlib.contextmanager
 def interrupted_by_signals():
     """SIGINT and SIGTERM raise KeyboardInterrupt, both alike (a run ends KILLED and resumable either way),
-    at the points the module docstring names; one the process ignores is left ignored. Only in the main thread, where Python delivers signals (a
-    Tune trial runs in another): elsewhere a no-op."""
+    at the points the module docstring names; one the process ignores is left ignored. Only in the main
+    thread, where Python delivers signals (a Tune trial runs in another): elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread() or _MainThread.active:
         yield
         return
