@@ -210,7 +210,10 @@ def test_two_experiment_federation_pins_logs_survives_a_worker_death_and_keeps_e
     for key in metrics:  # the round metrics; system metrics (system/<client>/...) are samples in time
         if not key.startswith("system/"):
             assert {m.step for m in client.get_metric_history(result.run_id, key)} <= {1, 2, 3}, key
-    assert any(key.startswith("system/cms/") for key in metrics) and any(key.startswith("system/atlas/") for key in metrics)
+    for name in SCHEMAS:  # each client's node samples: numbered from 0, taken while the run ran
+        samples = client.get_metric_history(result.run_id, f"system/{name}/cpu_utilization_percentage")
+        assert samples and sorted(m.step for m in samples) == list(range(len(samples))), name
+        assert all(run.info.start_time <= m.timestamp <= run.info.end_time for m in samples), name
     # the round time is the whole round: at least its slowest client's training plus the aggregation
     for round_s, compute_s in zip(client.get_metric_history(result.run_id, "time/round_s"),
                                   client.get_metric_history(result.run_id, "time/local_compute_s")):

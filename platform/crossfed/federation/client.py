@@ -16,9 +16,7 @@ round it keeps needs it (`prune`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 
 import numpy as np
@@ -65,8 +63,7 @@ class FederationClient:
             self._use_run(run_location)
         self.given_placement_group = placement_group
         self.placement_group, self.bundle_offset, self.workers = None, 0, None
-        self.system_monitor = None
-        self.monitor_starting: threading.Thread | None = None
+        self.system_sampler = None  # a NodeSampler once `monitor_system` is called
 
     def _use_run(self, run_location: str) -> None:
         self.run = Storage(run_location)
@@ -282,53 +279,27 @@ class FederationClient:
         if global_state is not None:
             self._call_ranks("load_shared_state", global_state)
 
-    def monitor_system(self, run_id: str, tracking_uri: str) -> None:
-        """Log this client's node's CPU, memory, disk, network and (with pynvml, the `gpu` extra) GPU use into
-        the run, as system/<client name>/..., from this actor on the node: MLflow's system-metrics monitor,
-        sampling every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10) until `shutdown`.
-        Started in a thread: importing MLflow and reading the run take a second or two that the first round
-        does not wait for."""
-        if self.system_monitor is None and self.monitor_starting is None:
-            self.monitor_starting = threading.Thread(target=self._start_system_monitor, args=(run_id, tracking_uri),
-                                                     name="system-metrics", daemon=True)
-            self.monitor_starting.start()
+    def monitor_system(self) -> None:
+        """Sample this client's node's CPU, memory, disk, network and GPUs from now on
+        (`crossfed.federation.system_metrics`); the driver hands the samples over with `system_samples`."""
+        from crossfed.federation.system_metrics import NodeSampler
 
-    def _start_system_monitor(self, run_id: str, tracking_uri: str) -> None:
-        try:
-            from mlflow import MlflowClient
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        if self.system_sampler is None:
+            self.system_sampler = NodeSampler()
 
-            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
-            # A resumed run's or a rejoined client's samples continue after the steps the run holds (MLflow's
-            # resume counts every client's); a client's first samples start at step 0.
-            logged = MlflowClient(tracking_uri).get_run(run_id).data.metrics
-            resume = any(key.startswith(f"system/{self.name}/") for key in logged)
-            monitor = SystemMetricsMonitor(run_id, node_id=self.name, tracking_uri=tracking_uri,
-                                           resume_logging=resume)
-            monitor.start()
-            self.system_monitor = monitor
-        except Exception as err:  # noqa: BLE001 - system metrics are not worth a run
-            log.warning("client %s logs no system metrics: %s", self.name, err)
-
-    def _stop_system_monitor(self) -> None:
-        """Stop the monitor, logging the samples taken since its last log: MLflow's drops them, so a run
-        shorter than one sampling interval would have no system metrics at all."""
-        monitor, self.system_monitor = self.system_monitor, None
-        monitor.finish()
-        with contextlib.suppress(Exception):  # the run may be gone; system metrics are not worth an error
-            if unlogged := monitor.aggregate_metrics():
-                monitor.publish_metrics(unlogged)
-                monitor.mlflow_logger.flush()
+    def system_samples(self, final: bool = False) -> list:
+        """The samples taken since the last call; `final`: sampling ends, with one last sample."""
+        if self.system_sampler is None:
+            return []
+        if not final:
+            return self.system_sampler.take()
+        sampler, self.system_sampler = self.system_sampler, None
+        return sampler.stop()
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
-        if self.monitor_starting is not None:
-            self.monitor_starting.join(timeout=60)
-            self.monitor_starting = None
-        if self.system_monitor is not None:
-            self._stop_system_monitor()
-
+        self.system_samples(final=True)  # stops the sampler; what the driver did not take is not logged
         if self.workers is not None:
             self.workers.shutdown()
         if self.given_placement_group is None and self.placement_group is not None:

@@ -286,7 +286,7 @@ class FederationDriver:
         self.commit_lock = threading.Lock()
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
-        self.system_metrics: tuple[str, str] | None = None  # (run id, tracking URI) once `monitor_system` is on
+        self.monitoring_system = False  # the clients sample their nodes (`monitor_system`)
 
     def launch(self, placement_group=None) -> None:
         """Create the clients and have them start their workers, without waiting: the slow part of
@@ -420,16 +420,33 @@ class FederationDriver:
     def client_handles(self) -> dict:
         return dict(self.clients)
 
-    def monitor_system(self, run_id: str, tracking_uri: str) -> None:
-        """Every client logs its node's system metrics into the run (`FederationClient.monitor_system`);
+    def monitor_system(self) -> None:
+        """Every client samples its node's system metrics from now on (`crossfed.federation.system_metrics`);
         clients that rejoin later do too. Not under DP: a client's CPU and network over time would tell
         when it took part; nor with `tracking.system_metrics: false`."""
         import ray
 
         if self._protects_clients() or not self.config.tracking.system_metrics:
             return
-        self.system_metrics = (run_id, tracking_uri)
-        ray.get([client.monitor_system.remote(run_id, tracking_uri) for client in self.clients.values()])
+        self.monitoring_system = True
+        ray.get([client.monitor_system.remote() for client in self.clients.values()])
+
+    def system_samples(self, final: bool = False) -> dict[str, list]:
+        """Each client's node samples taken since the last call (`final`: sampling ends); a client that
+        does not answer is passed over: system metrics are not worth a round."""
+        import ray
+
+        if not self.monitoring_system:
+            return {}
+        names = [name for name in self.clients if name not in self.recovery.lost]
+        asked = [self.clients[name].system_samples.remote(final) for name in names]
+        found = {}
+        for name, ref in zip(names, asked):
+            try:
+                found[name] = ray.get(ref, timeout=60)
+            except Exception as err:  # noqa: BLE001
+                log.warning("client %s: no system metrics: %s", name, err)
+        return {name: samples for name, samples in found.items() if samples}
 
     def client_nodes(self) -> dict[str, dict]:
         """Each client's node and its ranks' nodes, as the actors themselves report them."""
@@ -555,8 +572,8 @@ class FederationDriver:
             try:
                 self.client_groups[name] = ray.get(client.start.remote(self.run_key))
                 ray.get(client.restore.remote(self.recovery.client_rounds.get(name), self.global_state))
-                if self.system_metrics:
-                    ray.get(client.monitor_system.remote(*self.system_metrics))
+                if self.monitoring_system:
+                    ray.get(client.monitor_system.remote())
             except Exception as err:  # noqa: BLE001 - tried again at the next round
                 log.warning("client %s (lost: %s) could not be restarted yet: %s", name, why, err)
                 with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ from crossfed.federation import MODES
 from crossfed.federation.driver import ClientSpec, RoundPlan, driver_actor_class
 from crossfed.federation.interrupts import interrupted_by_signals, waiting_on_ray
 from crossfed.federation.result import FederationResult, load_state
+from crossfed.federation.system_metrics import SystemMetricsLog
 from crossfed.ray_session import connect_ray
 from crossfed.storage import Storage, storage_root
 
@@ -304,9 +305,11 @@ def _run_started(config, plan, run_id, resume: bool, on_round, driver, register_
     mlflow.set_tag("crossfed.storage", location)
     rounds_logged = _last_logged_round(run_id) if resume else 0
     try:
-        _start_driver(driver, run_id, location, resume, rounds_logged)
-        history = _run_rounds(driver, plan, on_round, run_id, progress)
+        _start_driver(driver, location, resume, rounds_logged)
+        system = SystemMetricsLog(run_id)
+        history = _run_rounds(driver, plan, on_round, run_id, progress, system)
         final = _get(driver.finish.remote())
+        system.log(_get(driver.system_samples.remote(final=True)))
     except KeyboardInterrupt:
         _ask_committed_round(driver, progress)
         raise
@@ -403,16 +406,14 @@ def _launch_driver(config: RunConfig, plan: RoundPlan, run_key: str, placement_g
     return driver, driver.launch.remote(placement_group)
 
 
-def _start_driver(driver, run_id: str, location: str, resume: bool, rounds_logged: int) -> None:
+def _start_driver(driver, location: str, resume: bool, rounds_logged: int) -> None:
     """Give the launched driver its run: it waits for the clients' workers, then loads or makes the global
-    model; its notes (damaged rounds skipped) are logged. Each client then logs its node's system metrics
-    into the run."""
-    import mlflow
-
+    model; its notes (damaged rounds skipped) are logged. Each client then samples its node's system
+    metrics (`crossfed.federation.system_metrics`)."""
     for note in _get(driver.start.remote(resume, None, rounds_logged, location)):
         log.warning("%s", note)
     _log_client_nodes(driver)
-    _get(driver.monitor_system.remote(run_id, mlflow.get_tracking_uri()))  # the store this process logs to
+    _get(driver.monitor_system.remote())
 
 
 def _log_client_nodes(driver) -> None:
@@ -435,10 +436,12 @@ def _stop_driver(driver) -> None:
     ray.kill(driver, no_restart=True)
 
 
-def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) -> list[dict]:
+def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict,
+                system: SystemMetricsLog) -> list[dict]:
     """Run the rounds left; a round's metrics reach MLflow once it is committed (`checkpoint.every`; a
     commit written in the background lands during the next round), so that a run resumed from its last
-    commit never logs a round twice."""
+    commit never logs a round twice. The clients' system samples are logged after each round: they are
+    samples in time, not the round's."""
     completed, history = _get(driver.state.remote())
     progress["round"] = completed
     _log_unlogged_rounds(run_id, history)
@@ -457,6 +460,7 @@ def _run_rounds(driver, plan: RoundPlan, on_round, run_id: str, progress: dict) 
         uncommitted.append(record)
         history.append(record)
         log_committed(_get(driver.last_commit.remote()))
+        system.log(_get(driver.system_samples.remote()))
         if on_round is not None:
             on_round(record["round"], record)
     log_committed(_get(driver.wait_for_commit.remote()))
