@@ -19,10 +19,10 @@ Each federation runs in a fresh process, so start-up counts from the process lau
 tracking, workers) to the moment the first round begins, and shutdown from the end of the last round
 to the process exit. Per round: the wall time, the slowest client's training compute and the overhead
 (wall − compute), split by phase. crossfed's phases come from the driver's round record (`time/...`
-keys); where the record only holds a sum of phases the sum is shown, and logging is timed in the
-process that logs. Start of round 1 (not in today's record) is estimated as the end of round 1 minus its
-`time/round_s` and minus the median time the later rounds spent after `time/round_s` ended, unless the
-record has `time/round_started_unix`.
+keys); where the record only holds a sum of phases the sum is shown, and logging (the round's metrics,
+the clients' system samples) is timed in the process that logs. Start of round 1 (not in today's record)
+is estimated as the end of round 1 minus its `time/round_s` and minus the median time the later rounds
+spent after `time/round_s` ended, unless the record has `time/round_started_unix`.
 Figures are medians over rounds 2.. (round 1 warms up), with the range.
 """
 
@@ -172,6 +172,15 @@ def run_crossfed_child(config_path: Path, out: Path) -> None:
 
     rounds._run_rounds = with_timed_logging
     round_ends: list[float] = []
+    log_system = rounds.SystemMetricsLog.log
+
+    def timed_log_system(self, samples):  # after each round's record, before `on_round`: that round's logging
+        started = time.perf_counter()
+        log_system(self, samples)
+        step = len(round_ends) + 1
+        logging_s[step] = logging_s.get(step, 0.0) + time.perf_counter() - started
+
+    rounds.SystemMetricsLog.log = timed_log_system
     config = config_from_dict(json.loads(config_path.read_text()))
     result = rounds.run_federation(config, on_round=lambda number, record: round_ends.append(time.time()))
     out.write_text(json.dumps({"round_ends": round_ends, "records": result.history,
@@ -211,7 +220,8 @@ def crossfed_rounds(result: dict) -> list[dict]:
 def phase_split(record: dict, wall: float, logging_s: float) -> dict[str, float]:
     """The round's time by phase: the driver's time/<phase>_s where it records them, else the sums it
     records today (transfer = broadcast + upload; aggregation = validation + aggregation; the rest of
-    time/round_s = evaluation + the clients' checkpoints; after the record = the driver's checkpoint)."""
+    time/round_s = evaluation + the clients' checkpoints; after the record = the driver's checkpoint, with
+    the fetch of the clients' system samples)."""
     if all(f"time/{phase}_s" in record for phase in PHASES):
         split = {phase: record[f"time/{phase}_s"] for phase in PHASES}
     else:
