@@ -117,7 +117,8 @@ def _gpu_metrics(handles: list) -> dict[str, float]:
         with contextlib.suppress(pynvml.NVMLError):
             milliwatts = pynvml.nvmlDeviceGetPowerUsage(handle)
             values[f"gpu_{i}_power_usage_watts"] = milliwatts / 1000
-            values[f"gpu_{i}_power_usage_percentage"] = milliwatts / pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) * 100
+            limit = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle)
+            values[f"gpu_{i}_power_usage_percentage"] = milliwatts / limit * 100
     return values
 
 
