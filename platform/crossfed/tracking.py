@@ -4,8 +4,8 @@ Every run records the full configuration (dotted params and `config.yaml`), the 
 the mode, a fingerprint of each dataset's file contents (which data trained the model), a one-paragraph
 description (`mlflow.note.content`), the crossfed version (`crossfed.version`) and, when crossfed runs
 from a git checkout, its commit (`mlflow.source.git.commit`, also `crossfed.git_commit`). Fingerprints
-are computed where the data is (`data.records.dataset_records`, called by the data check on each experiment's
-client's own nodes, `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process
+are computed where the data is (`data.records.dataset_records`, called by the data check in each experiment's
+client's actor, on its node group: `federation.rounds.check_data_at_its_site`) and handed to the run as tags: the process
 that logs never opens an experiment's data.
 Imported only by commands that log, so importing mlflow at the top costs `crossfed --help` nothing.
 """

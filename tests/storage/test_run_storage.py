@@ -135,7 +135,6 @@ def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(sample
     from crossfed.config import ClusterConfig, config_from_dict
     from crossfed.errors import CrossfedError
     from crossfed.federation.client import FederationClient
-    from crossfed.federation.rounds import DataChecker
 
     config = config_from_dict({"experiments": {
         name: {"schema": schema, "pretrain": {"files": [str(samples[name]["ttbar"])]}}
@@ -148,5 +147,5 @@ def test_a_client_that_cannot_see_the_run_storage_says_so_before_training(sample
     run.write_json(checkpoint.RUN_FILE, {})
     client.check_storage()
     fingerprint = files_fingerprint([str(samples["cms"]["ttbar"])])
-    problems, records = DataChecker().report(config, ["cms"])
+    problems, records = client.check_data()
     assert problems == [] and list(records) == ["cms.pretrain"] and records["cms.pretrain"]["digest"] == fingerprint

@@ -83,6 +83,16 @@ class FederationClient:
                 f"{self.run.location}: a local output_dir needs one machine or a disk every node mounts; "
                 f"point output_dir or CROSSFED_STORAGE at shared storage such as s3://bucket/runs")
 
+    def check_data(self) -> tuple[list[str], dict[str, dict]]:
+        """`crossfed validate`'s data checks of this client's experiments, here at its site, while its workers
+        start (`rounds.check_data_at_its_site`): the problems; when there are none, the data's records."""
+        from crossfed.data.checks import check_experiment
+        from crossfed.data.records import dataset_records
+
+        experiments = self.config.experiments
+        problems = [problem for name in self.experiments for problem in check_experiment(name, experiments[name])[0]]
+        return problems, {} if problems else dataset_records(self.config, self.experiments)
+
     def start(self, run_key: str | None = None):
         """Reserve the workers' placement group (fails fast if the node group cannot host it), start them.
         Returns the group it reserved (None inside a caller's): Ray keeps a group until the job ends, so if

@@ -249,13 +249,13 @@ def run_federation(
         # Before anything is logged or written: nothing is half-written on bad input.
         if placement_group is None:
             _check_node_groups(plan)  # the driver checks again, with what is free then
-        # The clients' workers start (the slow part: torch, DeepSpeed, engines, events) while the data is
-        # checked at each site and the MLflow run is made; they write nothing until the run exists.
+        # The clients' workers start (the slow part: torch, DeepSpeed, engines, events) while each client
+        # checks its data and the MLflow run is made; they write nothing until the run exists.
         run_key = uuid.uuid4().hex[:16]  # not the run id: a resumed run's old driver may still be named so
         driver, launched = _launch_driver(config, plan, run_key, placement_group)
         try:
-            datasets = check_data_at_its_site(config, plan)
             _get(launched)  # a node group that cannot host its client: before anything is logged too
+            datasets = check_data_at_its_site(driver)
             return _run_tracked(config, plan, mode, resume_id, datasets, on_round, (driver, driver_name(run_key)),
                                 parent_run_id, run_name, register_model)
         finally:
@@ -341,46 +341,19 @@ def _check_node_groups(plan: RoundPlan) -> None:
         free = check_feasible(spec.cluster, spec.name, free)
 
 
-def check_data_at_its_site(config: RunConfig, plan: RoundPlan) -> dict[str, str]:
+def check_data_at_its_site(driver) -> dict[str, str]:
     """`crossfed validate`'s data checks (schema, selection, every file a readable ROOT file, the first
-    one's branches), each client's run on a node of its own group: data is read where it lives, and a bad
-    file is found before any run or folder is made. All problems, one line each; exit code 2. Returns the
-    data's records (`data.records.dataset_records`: fingerprints, event counts), made there too: the process
-    that starts the run never opens the data.
-
-    Each check runs in a short-lived actor that is then killed: an idle Ray worker that has imported
-    pyarrow (through awkward) was seen to abort on its way out, printing a C++ stack trace at the user.
-    """
-    import ray
-
-    from crossfed.federation.placement import label_selector
-
-    checker = ray.remote(num_cpus=0)(DataChecker)
-    # "DEFAULT": not captured by a caller's placement group (a Tune trial's), whose bundles are all taken
-    actors = [checker.options(label_selector=label_selector(spec.cluster), scheduling_strategy="DEFAULT").remote()
-              for spec in plan.clients]
-    try:
-        found = _get([actor.report.remote(config, spec.experiments) for actor, spec in zip(actors, plan.clients)])
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    one's branches), each client's run in its own actor, on its node group, while its workers start: data
+    is read where it lives, and a bad file is found before any run or folder is made. All problems, one
+    line each; exit code 2. Returns the data's records (`data.records.dataset_records`: fingerprints, event
+    counts), made there too: the process that starts the run never opens the data."""
+    clients = _get(driver.client_handles.remote())
+    found = _get([client.check_data.remote() for client in clients.values()])
     problems = [problem for client_problems, _ in found for problem in client_problems]
     if problems:
         raise CrossfedError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} problems with the data\n  " + "\n  ".join(problems))
     return {key: record for _, records in found for key, record in records.items()}
-
-
-class DataChecker:
-    """Ray actor (see `check_data_at_its_site`): one client's data checks and records, on its node group."""
-
-    def report(self, config: RunConfig, experiments: list[str]) -> tuple[list[str], dict[str, dict]]:
-        """The problems with these experiments' data; when there are none, its records."""
-        from crossfed.data.checks import check_experiment
-        from crossfed.data.records import dataset_records
-
-        problems = [problem for name in experiments for problem in check_experiment(name, config.experiments[name])[0]]
-        return problems, {} if problems else dataset_records(config, experiments)
 
 
 def _get(ref):
