@@ -148,6 +148,51 @@ def test_validate_rejects_an_outlier_and_leaves_a_shortfall_to_the_round(tmp_pat
     assert [u.client for u in strict.validate(updates)[0]] == ["cms", "atlas"]
 
 
+def test_rounds_screen_and_aggregate_in_one_buffer_and_give_the_model_a_fresh_one_would(tmp_path):
+    """The driver keeps its [clients, parameters] buffer across rounds (new pages cost more than the work)
+    and reads the global state it made itself without copying it: the same model as from the raw updates."""
+    from crossfed.config.federation import StrategyConfig
+    from crossfed.federation.strategies import build_strategy
+    from crossfed.federation.strategies.base import Layout
+
+    driver = make_driver(tmp_path)
+    reference = build_strategy(StrategyConfig(name="fedavg"))
+    rng = np.random.default_rng(3)
+    buffers = []
+    for round_number in (1, 2, 3):
+        g = driver.global_state
+        updates = [ClientUpdate(name, {k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in g.items()},
+                                10 + i) for i, name in enumerate(NAMES[:3])]
+        expected = reference.aggregate({k: v.copy() for k, v in g.items()},
+                                       [ClientUpdate(u.client, u.state, u.num_examples) for u in updates])
+        accepted, rejected = driver.validate(updates)
+        assert len(accepted) == 3 and not rejected
+        buffers.append(accepted[0].delta)
+        if round_number > 1:  # the global state of the last aggregation is read in place
+            assert Layout.of(g).as_vector(g).base is None and np.shares_memory(Layout.of(g).as_vector(g), g["w"])
+        new = driver.aggregate(*driver.privatise(accepted, round_number))
+        for key in g:
+            np.testing.assert_array_equal(new[key], expected[key], err_msg=f"round {round_number} {key}")
+        driver.global_state = new
+    assert np.shares_memory(buffers[0], buffers[1]) and np.shares_memory(buffers[1], buffers[2])
+
+
+def test_a_state_of_separate_tensors_is_copied_into_one_vector():
+    from crossfed.federation.strategies.base import Layout
+
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.float32)}
+    layout = Layout.of(state)
+    vector = layout.as_vector(state)
+    np.testing.assert_array_equal(vector, [0, 1, 2, 3, 4, 5, 1, 1])
+    assert not np.shares_memory(vector, state["w"])
+    reordered = layout.unflatten(vector)
+    swapped = {"b": reordered["b"], "w": reordered["w"]}  # views of one buffer, but not in the layout's order
+    assert not np.shares_memory(Layout.of(swapped).as_vector(swapped), vector)
+    assert layout.as_vector(reordered) is vector
+    wide = layout.unflatten(vector.astype(np.float64))  # views, but not float32: a float32 copy
+    assert layout.as_vector(wide).dtype == np.float32
+
+
 def test_privatise_clips_and_draws_noise_that_nothing_logged_regenerates(tmp_path):
     driver = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.5})
     twin = make_driver(tmp_path, privacy={"enabled": True, "clip_norm": 1.0, "noise_multiplier": 0.5})

@@ -286,6 +286,9 @@ class FederationDriver:
         self.commit_lock = threading.Lock()
         self.recovery = RecoveryState()
         self.last_received: dict[str, dict] = {}
+        # The round's updates are screened and aggregated in this [clients, parameters] buffer (`validate`):
+        # a new model-sized buffer each round cost more than the work itself (its pages faulted in anew).
+        self.update_rows = np.empty((0, 0), np.float32)
         self.monitoring_system = False  # the clients sample their nodes (`monitor_system`)
 
     def launch(self, placement_group=None) -> None:
@@ -663,8 +666,11 @@ class FederationDriver:
 
         if self.privacy is not None:
             updates = self.privacy.clip(self.global_state, updates)
+        size = sum(int(np.size(value)) for value in self.global_state.values())
+        if self.update_rows.shape[1:] != (size,) or len(self.update_rows) < len(updates):
+            self.update_rows = np.empty((max(len(self.clients), len(updates)), size), np.float32)
         accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation,
-                                              compare_norms=self.privacy is None)
+                                              compare_norms=self.privacy is None, rows=self.update_rows)
         for name, why in rejected:
             log.warning("rejected update from %s: %s", name, why)
         return accepted, rejected

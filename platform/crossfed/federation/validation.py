@@ -41,10 +41,13 @@ def non_finite_tensor(layout: Layout, flat: np.ndarray) -> str | None:
 
 
 def validate_updates(
-    global_state: State, updates: list[ClientUpdate], cfg: UpdateValidationConfig, *, compare_norms: bool = True
+    global_state: State, updates: list[ClientUpdate], cfg: UpdateValidationConfig, *, compare_norms: bool = True,
+    rows: np.ndarray | None = None,
 ) -> tuple[list[ClientUpdate], list[tuple[str, str]]]:
     """(accepted updates, [(client, reason), ...] for the rejected ones), in the input order.
-    `compare_norms=False`: no norm-outlier check (it judges each update by the others')."""
+    `compare_norms=False`: no norm-outlier check (it judges each update by the others'). `rows`: a float32
+    [clients, parameters] buffer to screen the updates in (`Layout.stack`), which their deltas then are
+    views of until the next call is given it."""
     order = {id(update): i for i, update in enumerate(updates)}
     rejected: list[tuple[ClientUpdate, str]] = []
     shaped = []
@@ -55,11 +58,11 @@ def validate_updates(
         else:
             shaped.append(update)
     layout = Layout.of(global_state)
-    matrix = layout.stack(shaped)
+    matrix = layout.stack(shaped, out=rows)
     finite = np.isfinite(matrix).all(axis=1)
     # The deltas are formed in the matrix itself: the updates' weights arrive in fresh object-store pages,
     # read once here, and every further pass (norms, aggregation) runs on this one buffer, no temporaries.
-    matrix -= layout.flatten(global_state)
+    matrix -= layout.as_vector(global_state)
     sound, rows = [], []
     for update, row, is_finite in zip(shaped, matrix, finite):
         if not is_finite:

@@ -67,14 +67,34 @@ class Layout:
             out[start:stop] = np.ravel(state[name])
         return out
 
+    def as_vector(self, state: State) -> np.ndarray:
+        """The state as one float32 buffer, to be read only: the buffer its tensors are views of, in this
+        layout's order, where they are (a state `unflatten` made: the driver's global state after its first
+        aggregation), else a copy (`flatten`). A new model-sized buffer costs more than its copy: its pages
+        are faulted in one by one (0.07-0.13 s for 11M parameters on a 2-core VM)."""
+        base = getattr(next(iter(state.values()), None), "base", None)
+        if (isinstance(base, np.ndarray) and base.dtype == np.float32 and base.shape == (self.size,)
+                and base.flags.c_contiguous and all(
+                    isinstance(value, np.ndarray) and value.base is base and value.flags.c_contiguous
+                    and value.ctypes.data == base.ctypes.data + start * base.itemsize
+                    for value, start in zip(state.values(), self.bounds))):
+            return base
+        return self.flatten(state)
+
     def unflatten(self, vector: np.ndarray) -> State:
         """The tensors of a flat buffer, as views into it (no copy)."""
         return {name: vector[start:stop].reshape(shape)
                 for name, shape, start, stop in zip(self.names, self.shapes, self.bounds, self.bounds[1:])}
 
-    def stack(self, updates: list[ClientUpdate]) -> np.ndarray:
-        """The clients' states as the rows of a new float32 [clients, parameters] matrix."""
-        matrix = np.empty((len(updates), self.size), np.float32)
+    def stack(self, updates: list[ClientUpdate], out: np.ndarray | None = None) -> np.ndarray:
+        """The clients' states as the rows of a float32 [clients, parameters] matrix: the first rows of `out`
+        where it has room for them (a buffer kept across rounds, whose pages are already in memory), else
+        a new matrix."""
+        fits = out is not None and out.dtype == np.float32 and out.ndim == 2 and out.shape[1] == self.size
+        if fits and len(out) >= len(updates):
+            matrix = out[:len(updates)]
+        else:
+            matrix = np.empty((len(updates), self.size), np.float32)
         for row, update in zip(matrix, updates):
             self.flatten(update.state, out=row)
         return matrix
@@ -156,7 +176,7 @@ class Strategy(ABC):
         if perturb_delta is not None and not self.mean_based:
             raise ValueError(f"strategy {self.name!r} is not a mean of updates; its delta cannot be noised for DP")
         layout = Layout.of(global_state)
-        global_vector = layout.flatten(global_state)
+        global_vector = layout.as_vector(global_state)
         if updates or perturb_delta is None:
             check_updates(global_state, updates)
             delta = self.combine(client_deltas(layout, global_vector, updates), updates)
