@@ -15,11 +15,12 @@ WORKDIR /home/ray/crossfed
 # smaller CPU image pass --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 # The `server` extra is the MLflow server (mlflow[auth] at the version pyproject.toml pins for the whole
 # project, psycopg2, boto3): the image has exactly one MLflow, the one the chart's settings are for.
-# `energy` (CodeCarbon): the ranks read their GPUs' NVML and the CPUs' RAPL energy counters.
+# `energy` (CodeCarbon): the ranks read their GPUs' NVML and the CPUs' RAPL energy counters; `gpu`
+# (nvidia-ml-py): each client samples its node's GPUs for the system metrics.
 ARG TORCH_INDEX=""
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users platform ./platform
-RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} ".[generate,s3,server,energy]" \
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url ${TORCH_INDEX}} ".[generate,s3,server,energy,gpu]" \
     && crossfed --version && mlflow --version
 
 # Example configs and dataset recipes. Jobs run `python -m crossfed <command> CONFIG`.

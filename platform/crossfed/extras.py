@@ -5,6 +5,7 @@
     generate  pythia8mc, fastjet    event generation (`crossfed generate`)
     s3        s3fs                  s3:// paths for data, generated files and run storage
     energy    codecarbon            energy from hardware counters (NVML, RAPL) in the resource footprint
+    gpu       nvidia-ml-py          GPU utilisation, memory and power in each client's system metrics
     optuna    optuna                sweeps with `algorithm: optuna`
 
 Each function returns the module or raises a `CrossfedError` (one line, exit 2) naming the extra to install.
@@ -53,6 +54,15 @@ def codecarbon() -> ModuleType:
     except ImportError as err:
         raise _missing("codecarbon", "energy", "measuring energy", err) from None
     return codecarbon
+
+
+def pynvml() -> ModuleType:
+    """NVIDIA's NVML bindings; the system metrics treat the error as 'no GPU metrics on this node'."""
+    try:
+        import pynvml
+    except ImportError as err:
+        raise _missing("nvidia-ml-py", "gpu", "GPU system metrics", err) from None
+    return pynvml
 
 
 def url_driver(url: str) -> None:

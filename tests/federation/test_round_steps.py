@@ -93,6 +93,15 @@ class ScriptedClient:
     def prune(self, keep_rounds):
         self.calls.append(("prune", keep_rounds))
 
+    def monitor_system(self):
+        self.calls.append(("monitor_system",))
+
+    def system_samples(self, final=False):
+        self.calls.append(("system_samples", final))
+        if self.behaviour == "slow samples":
+            time.sleep(self.seconds)
+        return [(int(time.time() * 1000), {"cpu_utilization_percentage": float(len(self.calls))})]
+
     def recorded(self):
         return self.calls
 
@@ -293,6 +302,23 @@ def test_collect_keeps_updates_drops_failures_deaths_and_stragglers_until_their_
     # ... until that fit has returned; its late update is discarded.
     ray.wait([driver.recovery.stragglers["alice"]], timeout=30)
     assert driver.sample(round_number=2) == ["cms", "atlas", "alice"] and not driver.recovery.stragglers
+
+
+def test_a_client_slow_to_hand_over_its_system_samples_is_not_waited_for_but_heard_at_the_next_call(
+    tmp_path, local_ray
+):
+    driver = make_driver(tmp_path)
+    scripted(driver, local_ray, atlas=("slow samples", 4.0))
+    assert driver.system_samples() == {}  # nothing asked before the clients sample
+    driver.monitor_system()
+    started = time.monotonic()
+    first = driver.system_samples()
+    assert time.monotonic() - started < 3.0 and sorted(first) == ["alice", "cms", "lhcb"]
+    time.sleep(4.0)
+    second = driver.system_samples()
+    assert sorted(second) == ["alice", "atlas", "cms", "lhcb"]
+    assert second["atlas"][0][1]["cpu_utilization_percentage"] == 2.0  # the answer to the first call
+    assert [call for call in recorded(driver)["atlas"] if call[0] == "system_samples"] == [("system_samples", False)]
 
 
 def test_a_dp_round_keeps_rate_and_denominator_when_a_client_drops_and_records_nothing_per_client(

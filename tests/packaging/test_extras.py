@@ -13,6 +13,7 @@ from crossfed.errors import CrossfedError
     (extras.fastjet, "fastjet", "generate"),
     (extras.optuna, "optuna", "optuna"),
     (extras.codecarbon, "codecarbon", "energy"),
+    (extras.pynvml, "pynvml", "gpu"),
 ])
 def test_a_missing_optional_module_names_its_extra(monkeypatch, load, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError

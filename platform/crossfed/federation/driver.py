@@ -290,6 +290,7 @@ class FederationDriver:
         # a new model-sized buffer each round cost more than the work itself (its pages faulted in anew).
         self.update_rows = np.empty((0, 0), np.float32)
         self.monitoring_system = False  # the clients sample their nodes (`monitor_system`)
+        self.samples_asked: dict[str, Any] = {}  # client -> its `system_samples` call not answered in time
 
     def launch(self, placement_group=None) -> None:
         """Create the clients and have them start their workers, without waiting: the slow part of
@@ -435,19 +436,24 @@ class FederationDriver:
         ray.get([client.monitor_system.remote() for client in self.clients.values()])
 
     def system_samples(self, final: bool = False) -> dict[str, list]:
-        """Each client's node samples taken since the last call (`final`: sampling ends); a client that
-        does not answer is passed over: system metrics are not worth a round."""
+        """Each client's node samples taken since the last call (`final`: sampling ends). A client that does
+        not answer within a second (`final`: a minute) is not waited for: its answer is taken at the next
+        call, as system metrics are not worth holding up a round."""
         import ray
 
         if not self.monitoring_system:
             return {}
-        names = [name for name in self.clients if name not in self.recovery.lost]
-        asked = [self.clients[name].system_samples.remote(final) for name in names]
+        asked = {name: self.samples_asked.pop(name, None) or self.clients[name].system_samples.remote(final)
+                 for name in self.clients if name not in self.recovery.lost}
+        done, _ = wait_until(list(asked.values()), 60.0 if final else 1.0)
         found = {}
-        for name, ref in zip(names, asked):
+        for name, ref in asked.items():
+            if ref not in done:
+                self.samples_asked[name] = ref
+                continue
             try:
-                found[name] = ray.get(ref, timeout=60)
-            except Exception as err:  # noqa: BLE001
+                found[name] = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - its actor died: those samples are lost
                 log.warning("client %s: no system metrics: %s", name, err)
         return {name: samples for name, samples in found.items() if samples}
 

@@ -20,6 +20,9 @@ import os
 import threading
 import time
 
+from crossfed import extras
+from crossfed.errors import CrossfedError
+
 log = logging.getLogger(__name__)
 
 Sample = tuple[int, dict[str, float]]  # (milliseconds since the epoch, metric name -> value)
@@ -90,13 +93,15 @@ class NodeSampler:
 
 
 def _nvml_handles() -> list:
-    """The node's GPUs as NVML sees them (`nvidia-ml-py`, which the `energy` extra brings); none without."""
+    """The node's GPUs as NVML sees them (`nvidia-ml-py`, the `gpu` extra); none without it or a driver."""
     try:
-        import pynvml
-
+        pynvml = extras.pynvml()
         pynvml.nvmlInit()
         return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:  # noqa: BLE001 - not installed, or no driver: a node without GPU metrics
+    except CrossfedError as err:
+        log.info("%s", err)
+        return []
+    except Exception:  # noqa: BLE001 - no NVIDIA driver: a node without GPU metrics
         return []
 
 
@@ -104,8 +109,7 @@ def _gpu_metrics(handles: list) -> dict[str, float]:
     """MLflow's GPUMonitor: memory, utilisation and power of each GPU; a reading NVML refuses is left out."""
     if not handles:
         return {}
-    import pynvml
-
+    pynvml = extras.pynvml()
     values = {}
     for i, handle in enumerate(handles):
         with contextlib.suppress(pynvml.NVMLError):
