@@ -44,9 +44,11 @@ def test_the_sampler_takes_mlflows_metrics_every_interval_and_once_more_when_sto
 
 @pytest.fixture
 def run_id(tmp_path):
+    """A run in a store of its own (not through `mlflow.start_run`, whose active experiment may be an
+    earlier test's), which SystemMetricsLog logs to as the tracking URI this process is set to."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run() as run:
-        yield run.info.run_id
+    client = mlflow.MlflowClient()
+    return client.create_run(client.create_experiment("system-metrics")).info.run_id
 
 
 def test_samples_are_logged_per_client_with_their_times_and_steps_counting_on(run_id):
