@@ -79,7 +79,7 @@ def test_zero3_private_calls_still_write_the_master_copy():
     assert "release_swap_buffers" in inspect.signature(DeepSpeedZeroOptimizer_Stage3._get_fp32_opt_state_partition).parameters
     assert callable(DeepSpeedZeroOptimizer_Stage3._get_param_partition_rank)
 
-    from crossfed.train.trainer import free_port
+    from crossfed.train.workers import free_port
 
     port = str(free_port())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), os.environ.get("PYTHONPATH", "")])}

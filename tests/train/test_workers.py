@@ -183,3 +183,14 @@ def test_a_lone_zero0_rank_skips_the_gradient_all_reduce_with_the_same_result(ma
                                                                         train.remote(config, True)])
     assert skipped_calls == 0 and reduced_calls == 3
     _assert_same(skipped, reduced)
+
+
+def test_rank_0_gives_its_rendezvous_address_without_importing_torch():
+    """Every rank of a group then imports torch at once in `setup`, not after rank 0 has."""
+    import subprocess
+    import sys
+
+    check = ("import sys; from crossfed.train import workers; "
+             "assert 0 < workers.free_port() < 65536; assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from crossfed.data.augment import augment
 from crossfed.data.events import EventBatch
 from crossfed.errors import CrossfedError
 from crossfed.train.deepspeed_config import deepspeed_config, make_optimizer, make_scheduler, micro_batch_size
+from crossfed.train.workers import free_port
 
 CHECKPOINT_TAG = "client"
 
@@ -34,12 +34,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise CrossfedError("training.device is 'cuda' but no CUDA device is visible")
     return device
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def import_deepspeed():

@@ -12,8 +12,17 @@ can use the peer-to-peer links (NVLink) between GPUs of one node.
 from __future__ import annotations
 
 import os
+import socket
 
 from crossfed.config import RunConfig
+
+
+def free_port() -> int:
+    """A port free on this node now. Here, not in trainer.py: rank 0 answers `rendezvous_address` without
+    importing torch, so every rank imports it at once in `setup` instead of waiting for rank 0's import."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 class TrainerWorker:
@@ -37,8 +46,6 @@ class TrainerWorker:
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address and a free port on it, for rank 0 to host the process group."""
         import ray
-
-        from crossfed.train.trainer import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
