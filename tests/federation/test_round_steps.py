@@ -197,6 +197,11 @@ def test_a_state_of_separate_tensors_is_copied_into_one_vector():
     reordered = layout.unflatten(vector)
     swapped = {"b": reordered["b"], "w": reordered["w"]}  # views of one buffer, but not in the layout's order
     assert not np.shares_memory(Layout.of(swapped).as_vector(swapped), vector)
+    np.testing.assert_array_equal(layout.as_vector(swapped), vector)  # read in the layout's order
+    same_size = Layout.of({"x": np.zeros(2, np.float32), "y": np.zeros(2, np.float32)})
+    ahead = np.arange(4, dtype=np.float32)
+    backwards = {"y": ahead[:2], "x": ahead[2:]}  # consecutive views, in the other order: a copy, x first
+    np.testing.assert_array_equal(same_size.as_vector(backwards), [2, 3, 0, 1])
     assert layout.as_vector(reordered) is vector
     wide = layout.unflatten(vector.astype(np.float64))  # views, but not float32: a float32 copy
     assert layout.as_vector(wide).dtype == np.float32
