@@ -58,6 +58,7 @@ from crossfed.federation.client import client_actor_class, state_nbytes
 from crossfed.federation.footprint import add_footprints
 from crossfed.federation.result import save_state
 from crossfed.federation.strategies import ClientUpdate, State, build_strategy
+from crossfed.federation.strategies.base import Layout
 from crossfed.storage import FileEntry, Storage
 
 log = logging.getLogger(__name__)
@@ -672,7 +673,7 @@ class FederationDriver:
 
         if self.privacy is not None:
             updates = self.privacy.clip(self.global_state, updates)
-        size = sum(int(np.size(value)) for value in self.global_state.values())
+        size = Layout.of(self.global_state).size
         if self.update_rows.shape[1:] != (size,) or len(self.update_rows) < len(updates):
             self.update_rows = np.empty((max(len(self.clients), len(updates)), size), np.float32)
         accepted, rejected = validate_updates(self.global_state, updates, self.config.federation.validation,
